@@ -1,0 +1,254 @@
+"""Wav2Lip's mel features, offline (:func:`compute_mel`) and streaming (:class:`MelExtractor`).
+
+The feature contract (Wav2Lip's ``hparams.py`` and ``audio.py``): 16 kHz mono; pre-emphasis
+0.97; STFT with n_fft 800, hop 200 (80 mel frames per second), a periodic Hann window of 800,
+centred with reflect padding; magnitude; Slaney mel filterbank, 80 bins, 55-7600 Hz;
+``20*log10(max(1e-5, x)) - 20`` dB; normalised as ``clip(8*(S+100)/100 - 4, -4, 4)``.
+
+Both paths share :meth:`MelParams.columns` so the streaming features are the offline ones,
+computed in float64 and stored as float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.errors import AudioGoneError
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+SAMPLE_RATE_HZ = 16_000
+N_FFT = 800
+HOP_SAMPLES = 200
+MEL_FRAMES_PER_S = SAMPLE_RATE_HZ // HOP_SAMPLES  # 80
+N_MELS = 80
+FMIN_HZ = 55.0
+FMAX_HZ = 7600.0
+PREEMPHASIS = 0.97
+REF_LEVEL_DB = 20.0
+MIN_LEVEL_DB = -100.0
+MAX_ABS_VALUE = 4.0
+WINDOW_COLUMNS = 16  # mel frames per video frame window (200 ms)
+SILENCE = -MAX_ABS_VALUE  # the feature value of digital silence
+
+
+def _hz_to_mel_slaney(f_hz: F64) -> F64:
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    mels = f_hz / f_sp
+    high = f_hz >= min_log_hz
+    mels[high] = min_log_mel + np.log(f_hz[high] / min_log_hz) / logstep
+    return mels
+
+
+def _mel_to_hz_slaney(mels: F64) -> F64:
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    freqs = f_sp * mels
+    high = mels >= min_log_mel
+    freqs[high] = min_log_hz * np.exp(logstep * (mels[high] - min_log_mel))
+    return freqs
+
+
+@functools.cache
+def mel_basis() -> F64:
+    """Slaney-scale, Slaney-normalised mel filterbank, float64 ``[80, 401]`` (read-only)."""
+    fft_freqs_hz = np.linspace(0.0, SAMPLE_RATE_HZ / 2, 1 + N_FFT // 2)
+    mel_edges = np.linspace(
+        _hz_to_mel_slaney(np.array([FMIN_HZ]))[0],
+        _hz_to_mel_slaney(np.array([FMAX_HZ]))[0],
+        N_MELS + 2,
+    )
+    edges_hz = _mel_to_hz_slaney(mel_edges)
+    fdiff = np.diff(edges_hz)
+    ramps = edges_hz[:, None] - fft_freqs_hz[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges_hz[2 : N_MELS + 2] - edges_hz[:N_MELS]))[:, None]
+    weights.setflags(write=False)
+    return weights
+
+
+@functools.cache
+def _hann() -> F64:
+    # Periodic Hann, as scipy.signal.get_window("hann", 800, fftbins=True) that librosa uses.
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)
+    w.setflags(write=False)
+    return w
+
+
+def frames_to_columns(frames: F64) -> F32:
+    """Feature columns for STFT frames ``[n, 800]`` of pre-emphasised, padded audio -> ``[80, n]``."""
+    spectrum = np.abs(np.fft.rfft(frames * _hann(), axis=1))  # [n, 401]
+    mel = mel_basis() @ spectrum.T  # [80, n]
+    db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
+    norm = (2 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE
+    return np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+
+
+def _frame_view(padded: F64, n_frames: int) -> F64:
+    return np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_SAMPLES][:n_frames]
+
+
+def preemphasis(pcm: F64, previous_sample: float = 0.0) -> F64:
+    """``y[n] = x[n] - 0.97 x[n-1]`` with ``x[-1] = previous_sample``."""
+    out = np.empty_like(pcm)
+    if pcm.shape[0]:
+        out[0] = pcm[0] - PREEMPHASIS * previous_sample
+        out[1:] = pcm[1:] - PREEMPHASIS * pcm[:-1]
+    return out
+
+
+def compute_mel(pcm_16k: npt.ArrayLike) -> F32:
+    """Wav2Lip's offline features of 16 kHz mono audio: float32 ``[80, 1 + len // 200]``.
+
+    Column ``t`` describes the 50 ms of audio centred on sample ``200 t``; the edges are
+    reflect-padded as ``librosa.stft(center=True, pad_mode="reflect")`` does.
+    """
+    x = np.asarray(pcm_16k, dtype=np.float64).reshape(-1)
+    if x.shape[0] < 2:
+        raise ValueError("compute_mel needs at least 2 samples")
+    padded = np.pad(preemphasis(x), N_FFT // 2, mode="reflect")
+    n_frames = 1 + x.shape[0] // HOP_SAMPLES
+    return frames_to_columns(_frame_view(padded, n_frames))
+
+
+def window_start_column(frame_index: int, fps: int = 25, frame_offset: int = 2) -> int:
+    """First mel column of video frame ``frame_index``'s window.
+
+    ``int(80 * (frame_index - frame_offset) / fps)`` as Wav2Lip computes it (truncating toward
+    zero), in exact integer arithmetic. With the training alignment (offset 2) the window of
+    frame i reaches 120 ms past the frame's time; offset 0 gives the offline script's 200 ms.
+    """
+    num = MEL_FRAMES_PER_S * (frame_index - frame_offset)
+    q = abs(num) // fps
+    return q if num >= 0 else -q
+
+
+@dataclass(frozen=True)
+class MelExtractorStats:
+    samples_pushed: int
+    columns_computed: int
+
+
+class MelExtractor:
+    """Streaming Wav2Lip features: push 16 kHz audio in any chunk sizes, read frame windows.
+
+    Each mel column is computed once, as soon as the audio it spans has arrived (50 ms after
+    its centre), and kept in a ring of ``capacity_s`` seconds of columns; asking for a window
+    whose columns were overwritten raises :class:`AudioGoneError`. ``window(i)`` equals
+    ``compute_mel(all_audio)[:, s:s+16]`` with ``s = window_start_column(i)``, with columns
+    before 0 being silence (-4.0). Synchronous; one owner pushes and reads.
+    """
+
+    def __init__(self, fps: int = 25, frame_offset: int = 2, capacity_s: float = 10.0) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.fps = fps
+        self.frame_offset = frame_offset
+        cap = int(round(capacity_s * MEL_FRAMES_PER_S))
+        if cap < WINDOW_COLUMNS:
+            raise ValueError(f"capacity_s must hold at least one window, got {capacity_s}")
+        self._columns = np.full((N_MELS, cap), SILENCE, dtype=np.float32)
+        self._n_columns = 0
+        self._samples_pushed = 0
+        self._last_sample = 0.0
+        # Pre-emphasised audio not yet fully consumed, in the reflect-padded domain: _pending[0]
+        # is padded index _pending_start (padded index = sample index + 400).
+        self._pending: F64 = np.zeros(0, dtype=np.float64)
+        self._pending_start = 0
+        self._started = False
+
+    @property
+    def capacity_columns(self) -> int:
+        return int(self._columns.shape[1])
+
+    @property
+    def columns_computed(self) -> int:
+        return self._n_columns
+
+    @property
+    def samples_pushed(self) -> int:
+        return self._samples_pushed
+
+    def stats(self) -> MelExtractorStats:
+        return MelExtractorStats(self._samples_pushed, self._n_columns)
+
+    def push(self, pcm_16k: npt.ArrayLike) -> int:
+        """Append 16 kHz mono samples; returns how many new columns were computed."""
+        x = np.asarray(pcm_16k, dtype=np.float64).reshape(-1)
+        if x.shape[0] == 0:
+            return 0
+        y = preemphasis(x, self._last_sample)
+        self._last_sample = float(x[-1])
+        self._samples_pushed += x.shape[0]
+        self._pending = np.concatenate((self._pending, y))
+        if not self._started:
+            half = N_FFT // 2
+            if self._pending.shape[0] <= half:
+                return 0
+            # Reflect padding at the start needs samples 1..400: y[400], y[399], ..., y[1].
+            self._pending = np.concatenate((self._pending[half:0:-1], self._pending))
+            self._started = True
+        available = self._pending.shape[0]
+        n_new = 0 if available < N_FFT else 1 + (available - N_FFT) // HOP_SAMPLES
+        if n_new == 0:
+            return 0
+        self._store(frames_to_columns(_frame_view(self._pending, n_new)))
+        consumed = n_new * HOP_SAMPLES
+        self._pending = self._pending[consumed:].copy()
+        self._pending_start += consumed
+        return n_new
+
+    def _store(self, cols: F32) -> None:
+        cap = self.capacity_columns
+        n = cols.shape[1]
+        if n > cap:
+            cols = cols[:, -cap:]
+        first = self._n_columns + n - cols.shape[1]
+        pos = first % cap
+        head = min(cols.shape[1], cap - pos)
+        self._columns[:, pos : pos + head] = cols[:, :head]
+        self._columns[:, : cols.shape[1] - head] = cols[:, head:]
+        self._n_columns += n
+
+    def window_start(self, frame_index: int) -> int:
+        return window_start_column(frame_index, self.fps, self.frame_offset)
+
+    def frames_ready(self) -> int:
+        """Number of video frames (0, 1, ...) whose window is complete."""
+        # window_start is non-decreasing in the frame index: find the first incomplete frame.
+        n = max(0, (self._n_columns - WINDOW_COLUMNS) * self.fps // MEL_FRAMES_PER_S)
+        n = max(0, n - 2)
+        while self.window_start(n) + WINDOW_COLUMNS <= self._n_columns:
+            n += 1
+        return n
+
+    def window(self, frame_index: int) -> F32 | None:
+        """Features ``[80, 16]`` for video frame ``frame_index``, or None until complete."""
+        start = self.window_start(frame_index)
+        stop = start + WINDOW_COLUMNS
+        if stop > self._n_columns:
+            return None
+        cap = self.capacity_columns
+        oldest = self._n_columns - cap
+        first_real = max(start, 0)
+        if first_real < oldest:
+            raise AudioGoneError(
+                f"features of frame {frame_index} are gone: columns {first_real}..{stop} "
+                f"were overwritten (holding {oldest}..{self._n_columns})"
+            )
+        out = np.full((N_MELS, WINDOW_COLUMNS), SILENCE, dtype=np.float32)
+        idx = np.arange(first_real, stop) % cap
+        out[:, first_real - start :] = self._columns[:, idx]
+        return out

@@ -1,0 +1,1 @@
+"""Benchmarks: commands that measure and record figures in ``docs/benchmarks.md``."""

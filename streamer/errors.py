@@ -1,0 +1,25 @@
+"""Typed errors. Every error a user can cause is a :class:`StreamerError` with one clear sentence.
+
+The HTTP layer maps each class to a stable ``error`` code (its ``code`` attribute); the command
+line prints the message and exits non-zero. Nothing here imports the rest of the package.
+"""
+
+from __future__ import annotations
+
+
+class StreamerError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code: str = "streamer_error"
+
+
+class AudioGoneError(StreamerError):
+    """Audio (or features) that a bounded buffer held once has been overwritten."""
+
+    code = "audio_gone"
+
+
+class AudioFormatError(StreamerError):
+    """Audio that cannot be read or converted."""
+
+    code = "bad_audio"
