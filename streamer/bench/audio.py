@@ -7,7 +7,9 @@ and reports the distribution of the cost per 40 ms of audio.
 
 from __future__ import annotations
 
+import argparse
 import time
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +47,13 @@ def measure(seconds: float) -> np.ndarray:
             video_frame += 1
         costs_ms.append((time.perf_counter() - t0) * 1e3)
     return np.asarray(costs_ms)
+
+
+def register(kinds: Any) -> None:
+    parser = kinds.add_parser("audio", help="ingest + mel cost per 40 ms video frame")
+    parser.add_argument("--seconds", type=float, default=60.0, help="audio to process")
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    parser.set_defaults(func=lambda args: run(seconds=args.seconds, record=not args.no_record))
 
 
 def run(seconds: float, record: bool) -> int:
