@@ -30,7 +30,10 @@ class AudioChunk:
 class AudioIngest:
     """Converts ``av.AudioFrame``s (any format, layout, rate, size) to 16 kHz mono float32.
 
-    Conversion is done by ``av.AudioResampler`` (libswresample), which carries the fractional
+    Channels are averaged (not mixed by libswresample, which adds 3 dB to a mono voice that
+    a WebRTC decoder hands over as two identical channels: the features' levels must not
+    depend on the transport). Rate conversion is done by ``av.AudioResampler`` (libswresample),
+    which carries the fractional
     sample position between calls, so the output count never drifts: N input samples at rate R
     yield exactly ``N * 16000 / R`` samples once :meth:`flush` is called. The absolute index of
     each chunk is the count of samples emitted before it. When the input format changes
@@ -49,8 +52,8 @@ class AudioIngest:
         """Absolute index one past the last sample returned."""
         return self._emitted
 
-    def _new_resampler(self) -> av.AudioResampler:
-        return av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate_hz)
+    def _new_resampler(self, layout: str) -> av.AudioResampler:
+        return av.AudioResampler(format="fltp", layout=layout, rate=self.sample_rate_hz)
 
     def push(self, frame: av.AudioFrame) -> AudioChunk:
         """Convert one frame; the chunk may be shorter or longer than the frame's duration
@@ -61,7 +64,7 @@ class AudioIngest:
             parts.extend(self._drain(None))
             self._resampler = None
         if self._resampler is None:
-            self._resampler = self._new_resampler()
+            self._resampler = self._new_resampler(key[1])
             self._input_key = key
         # The resampler derives output pts from input pts; counters are our clock, not pts.
         frame.pts = None
@@ -80,8 +83,9 @@ class AudioIngest:
 
     def _drain(self, frame: av.AudioFrame | None) -> list[F32]:
         assert self._resampler is not None
+        # Planar output: [channels, samples]; the average keeps a duplicated mono voice's level.
         return [
-            out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            out.to_ndarray().mean(axis=0, dtype=np.float32)
             for out in self._resampler.resample(frame)
         ]
 

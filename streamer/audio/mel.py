@@ -88,7 +88,7 @@ def _hann() -> F64:
 
 
 def frames_to_columns(frames: F64) -> F32:
-    """Feature columns for STFT frames ``[n, 800]`` of pre-emphasised, padded audio -> ``[80, n]``."""
+    """Feature columns ``[80, n]`` for STFT frames ``[n, 800]`` of pre-emphasised audio."""
     spectrum = np.abs(np.fft.rfft(frames * _hann(), axis=1))  # [n, 401]
     mel = mel_basis() @ spectrum.T  # [80, n]
     db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
@@ -97,7 +97,13 @@ def frames_to_columns(frames: F64) -> F32:
 
 
 def _frame_view(padded: F64, n_frames: int) -> F64:
-    return np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_SAMPLES][:n_frames]
+    """Read-only view ``[n_frames, 800]`` of STFT frames hopping by 200 samples."""
+    if padded.shape[0] < (n_frames - 1) * HOP_SAMPLES + N_FFT:
+        raise ValueError("not enough audio for the frames asked")
+    stride = padded.strides[0]
+    return np.lib.stride_tricks.as_strided(
+        padded, (n_frames, N_FFT), (HOP_SAMPLES * stride, stride), writeable=False
+    )
 
 
 def preemphasis(pcm: F64, previous_sample: float = 0.0) -> F64:
@@ -156,7 +162,7 @@ class MelExtractor:
             raise ValueError(f"fps must be positive, got {fps}")
         self.fps = fps
         self.frame_offset = frame_offset
-        cap = int(round(capacity_s * MEL_FRAMES_PER_S))
+        cap = round(capacity_s * MEL_FRAMES_PER_S)
         if cap < WINDOW_COLUMNS:
             raise ValueError(f"capacity_s must hold at least one window, got {capacity_s}")
         self._columns = np.full((N_MELS, cap), SILENCE, dtype=np.float32)

@@ -40,7 +40,9 @@ def machine_description() -> str:
     )
 
 
-def write_section(name: str, title: str, command: str, body: str, path: Path = DEFAULT_REPORT) -> None:
+def write_section(
+    name: str, title: str, command: str, body: str, path: Path = DEFAULT_REPORT
+) -> None:
     """Replace (or append) the section ``name`` of the report at ``path``."""
     today = dt.date.today().isoformat()
     section = (
