@@ -23,3 +23,9 @@ class AudioFormatError(StreamerError):
     """Audio that cannot be read or converted."""
 
     code = "bad_audio"
+
+
+class ModelError(StreamerError):
+    """A lip-sync model that cannot be read, or whose graph breaks the Wav2Lip I/O contract."""
+
+    code = "bad_model"
