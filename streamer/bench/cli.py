@@ -9,7 +9,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_KIND_MODULES = ("streamer.bench.audio",)
+_KIND_MODULES = (
+    "streamer.bench.audio",
+    "streamer.avatar.bench",
+    "streamer.engine.bench",
+    "streamer.bench.pipeline",
+)
 
 
 def register(subparsers: Any) -> None:

@@ -1,0 +1,1 @@
+"""The asyncio shell: the frame scheduler, WebRTC sessions and tracks, and the HTTP server."""

@@ -1,0 +1,308 @@
+"""The aiohttp application: pages, signaling, health and metrics.
+
+``create_app(config, runtime)`` builds everything from its arguments and keeps process-wide
+objects under ``web.AppKey``s; ``cleanup_ctx`` closes every session, the scheduler and the
+executor. No module-level mutable state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+
+from streamer.errors import StreamerError
+from streamer.server.clock import Clock, MonotonicClock
+from streamer.server.metrics import Metrics
+from streamer.server.pipeline import PipelineConfig, SessionPipeline
+from streamer.server.render import Renderer
+from streamer.server.scheduler import FrameScheduler
+from streamer.server.session import Session
+from streamer.server.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    avatar: str = "default"
+    max_sessions: int = 8
+    video_codec: str = "vp8"  # or "h264"
+    video_bitrate_bps: int | None = None
+    ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs; none on a LAN or loopback
+    max_body_bytes: int = 256 * 1024
+    connect_timeout_s: float = 15.0
+    retry_after_s: int = 5
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    web_root: Path = WEB_ROOT
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What serving needs that is loaded before the first peer: the model and avatars."""
+
+    renderer: Renderer
+    model: dict[str, Any]  # name, source, provider, face size... for /health
+    mel_frame_offset: int
+    load_avatar: Callable[[str], object]  # raises AvatarError; loads (blocking) on first use
+
+
+class HttpError(StreamerError):
+    """An error with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = headers or {}
+
+
+_STATUS_BY_CODE = {
+    "avatar_not_found": 404,
+    "invalid_avatar_name": 400,
+    "avatar_cache_stale": 409,
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HttpError as exc:
+        return error_response(exc.status, exc.code, str(exc), exc.headers)
+    except StreamerError as exc:
+        return error_response(_STATUS_BY_CODE.get(exc.code, 400), exc.code, str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "body_too_large", "The request body is too large.")
+    except web.HTTPNotFound:
+        return error_response(404, "not_found", f"No such resource: {request.path}")
+    except web.HTTPMethodNotAllowed:
+        return error_response(405, "method_not_allowed", f"{request.method} is not allowed here.")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, "http_error", exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "Internal server error.")
+
+
+class Server:
+    """Process-wide state of one app: sessions, the scheduler, metrics."""
+
+    def __init__(self, config: ServerConfig, runtime: Runtime, clock: Clock) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.clock = clock
+        self.metrics = Metrics()
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self.scheduler = FrameScheduler(clock, runtime.renderer, self.metrics, self.executor)
+        self.sessions: dict[str, Session] = {}
+        self.started_at = time.monotonic()
+        self._watchdogs: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.scheduler.start()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(s.aclose() for s in list(self.sessions.values())))
+        for task in list(self._watchdogs):
+            await cancel_and_wait(task)
+        await self.scheduler.aclose()
+        self.executor.shutdown(wait=True)
+
+    async def _session_closed(self, session: Session) -> None:
+        self.scheduler.remove(session.session_id)
+        if self.sessions.pop(session.session_id, None) is not None:
+            self.metrics.sessions.set(len(self.sessions))
+
+    async def create_session(
+        self, offer: RTCSessionDescription, avatar: str
+    ) -> tuple[Session, RTCSessionDescription]:
+        cfg = self.config
+        if len(self.sessions) >= cfg.max_sessions:
+            raise HttpError(
+                503,
+                "too_many_sessions",
+                f"The server is at its limit of {cfg.max_sessions} sessions; try again later.",
+                {"Retry-After": str(cfg.retry_after_s)},
+            )
+        if "m=audio" not in offer.sdp:
+            raise HttpError(400, "no_audio", "The offer has no audio track to lip-sync.")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.runtime.load_avatar, avatar)
+        pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in cfg.ice_servers])
+        )
+        session_id = uuid.uuid4().hex[:12]
+        frame_count = self.runtime.renderer.frame_count(avatar)
+        pipeline = SessionPipeline(frame_count, cfg.pipeline)
+        pipeline.set_mel_frame_offset(self.runtime.mel_frame_offset)
+        session = Session(session_id, pc, avatar, pipeline, self.clock, self._session_closed)
+        pc.addTransceiver(session.audio, direction="sendrecv")
+        video = pc.addTransceiver(session.video, direction="sendonly")
+        codecs = [
+            c
+            for c in RTCRtpSender.getCapabilities("video").codecs
+            if c.mimeType.lower() in (f"video/{cfg.video_codec}", "video/rtx")
+        ]
+        video.setCodecPreferences(codecs)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                session.attach_input(track)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("session %s: connection %s", session_id, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                session.close_soon()
+
+        try:
+            await pc.setRemoteDescription(offer)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            await pc.close()
+            raise HttpError(400, "bad_sdp", f"The offer could not be negotiated: {exc}") from exc
+        self.sessions[session_id] = session
+        self.metrics.sessions.set(len(self.sessions))
+        self.scheduler.add(session)
+        watchdog = asyncio.create_task(
+            self._connect_watchdog(session), name=f"watchdog-{session_id}"
+        )
+        self._watchdogs.add(watchdog)
+        watchdog.add_done_callback(self._watchdogs.discard)
+        log.info(
+            "session %s: started with avatar %s (%d live)", session_id, avatar, len(self.sessions)
+        )
+        return session, pc.localDescription
+
+    async def _connect_watchdog(self, session: Session) -> None:
+        await asyncio.sleep(self.config.connect_timeout_s)
+        if session.pc.connectionState != "connected" and session.session_id in self.sessions:
+            log.warning(
+                "session %s: not connected after %.0f s, closing",
+                session.session_id,
+                self.config.connect_timeout_s,
+            )
+            await session.aclose()
+
+
+SERVER = web.AppKey("server", Server)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise HttpError(415, "unsupported_media_type", "Send the offer as application/json.")
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HttpError(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise HttpError(400, "invalid_json", "The body must be a JSON object.")
+    return body
+
+
+async def post_offer(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    body = await _json_body(request)
+    sdp, kind = body.get("sdp"), body.get("type")
+    if not isinstance(sdp, str) or not sdp.strip() or kind != "offer":
+        raise HttpError(400, "invalid_offer", 'Expected {"sdp": "...", "type": "offer"}.')
+    avatar = body.get("avatar") or server.config.avatar
+    if not isinstance(avatar, str) or not _NAME_RE.match(avatar):
+        raise HttpError(
+            400, "invalid_avatar_name", "Avatar names are 1-64 letters, digits, _ or -."
+        )
+    session, answer = await server.create_session(
+        RTCSessionDescription(sdp=sdp, type="offer"), avatar
+    )
+    return web.json_response(
+        {"sdp": answer.sdp, "type": answer.type, "session_id": session.session_id}
+    )
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    session = server.sessions.get(request.match_info["session_id"])
+    if session is None:
+        raise HttpError(404, "session_not_found", "No such session.")
+    await session.aclose()
+    return web.json_response({"session_id": session.session_id, "closed": True})
+
+
+async def get_health(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    return web.json_response(
+        {
+            "status": "ok",
+            "model": server.runtime.model,
+            "sessions": len(server.sessions),
+            "max_sessions": server.config.max_sessions,
+            "uptime_s": round(time.monotonic() - server.started_at, 3),
+        }
+    )
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVER].metrics.render()
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+async def get_index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(request.app[SERVER].config.web_root / "index.html")
+
+
+def create_app(
+    config: ServerConfig, runtime: Runtime, clock: Clock | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=config.max_body_bytes)
+    server = Server(config, runtime, clock or MonotonicClock())
+    app[SERVER] = server
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        await server.start()
+        yield
+        await server.aclose()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/", get_index)
+    app.router.add_static("/static/", config.web_root)
+    app.router.add_get("/health", get_health)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_post("/offer", post_offer)
+    app.router.add_delete("/sessions/{session_id}", delete_session)
+    return app

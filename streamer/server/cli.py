@@ -1,0 +1,74 @@
+"""``avatar-streamer serve``: the signaling server, the pages and the media pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="run the WebRTC avatar server")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--avatar", default="default", help="avatar used when an offer names none")
+    p.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
+    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
+    p.add_argument(
+        "--providers",
+        default=None,
+        help="comma-separated ONNX Runtime providers (default: best available)",
+    )
+    p.add_argument("--max-sessions", type=int, default=8)
+    p.add_argument("--codec", choices=("vp8", "h264"), default="vp8", help="video codec")
+    p.add_argument("--bitrate", type=int, default=None, help="video bitrate, bits per second")
+    p.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        help="STUN/TURN URL (repeatable); none by default",
+    )
+    p.set_defaults(func=run)
+
+
+def set_video_bitrate(codec: str, bitrate_bps: int) -> None:
+    """aiortc keeps its encoder bitrates as module globals: set them once, before serving."""
+    if codec == "vp8":
+        from aiortc.codecs import vpx as module
+    else:
+        from aiortc.codecs import h264 as module  # type: ignore[no-redef]
+    module.DEFAULT_BITRATE = bitrate_bps
+    module.MIN_BITRATE = min(module.MIN_BITRATE, bitrate_bps)
+    module.MAX_BITRATE = max(module.MAX_BITRATE, bitrate_bps)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from streamer.engine import EngineOptions
+    from streamer.server.app import ServerConfig, create_app
+    from streamer.server.runtime import build_runtime
+
+    providers = tuple(args.providers.split(",")) if args.providers else None
+    runtime = build_runtime(
+        args.avatars_dir, args.avatar, args.model, EngineOptions(providers=providers)
+    )
+    if args.bitrate:
+        set_video_bitrate(args.codec, args.bitrate)
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        avatar=args.avatar,
+        max_sessions=args.max_sessions,
+        video_codec=args.codec,
+        ice_servers=tuple(args.ice_server),
+    )
+    app = create_app(config, runtime)
+    print(
+        f"avatar-streamer: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True
+    )
+    web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=1.5)
+    return 0

@@ -1,0 +1,137 @@
+"""One 25 Hz scheduler for every session: one tick, one batched render, one hand-off.
+
+Ticks are deadlines ``t0 + k / fps`` on the one process clock. At each tick every live sink
+gives its job (its pipeline decides), the renderer turns all of them into images in one call
+in the inference executor, and each sink gets its image. A tick that starts more than one
+period late skips the missed ticks (drop and re-anchor, counted): it never bursts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.server.clock import Clock
+from streamer.server.metrics import Metrics
+from streamer.server.pipeline import FrameJob, SessionPipeline
+from streamer.server.render import Renderer, RenderRequest
+from streamer.server.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+U8 = npt.NDArray[np.uint8]
+
+
+class FrameSink(Protocol):
+    """A consumer of frames (a session or a channel)."""
+
+    @property
+    def sink_id(self) -> str: ...
+
+    @property
+    def avatar(self) -> str: ...
+
+    @property
+    def pipeline(self) -> SessionPipeline: ...
+
+    @property
+    def last_image(self) -> U8 | None: ...
+
+    def deliver(self, job: FrameJob, image: U8, now_s: float) -> None: ...
+
+
+class FrameScheduler:
+    """Owns the tick task; sinks join and leave between ticks. ``aclose()`` is idempotent."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        renderer: Renderer,
+        metrics: Metrics,
+        executor: concurrent.futures.Executor,
+        fps: int = 25,
+    ) -> None:
+        self._clock = clock
+        self._renderer = renderer
+        self._metrics = metrics
+        self._executor = executor
+        self.period_s = 1.0 / fps
+        self._sinks: dict[str, FrameSink] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.ticks = 0
+        self.t0_s = 0.0
+
+    def start(self) -> None:
+        if self._task is None:
+            self.t0_s = self._clock.now()
+            self._task = asyncio.create_task(self._run(), name="frame-scheduler")
+
+    def add(self, sink: FrameSink) -> None:
+        self._sinks[sink.sink_id] = sink
+
+    def remove(self, sink_id: str) -> None:
+        self._sinks.pop(sink_id, None)
+
+    def __len__(self) -> int:
+        return len(self._sinks)
+
+    def next_tick_s(self) -> float:
+        return self.t0_s + self.ticks * self.period_s
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self.t0_s + self.ticks * self.period_s
+            await self._clock.sleep_until(deadline)
+            now = self._clock.now()
+            late_s = now - deadline
+            self._metrics.loop_lag.observe(max(0.0, late_s))
+            if late_s >= self.period_s:
+                missed = int(late_s // self.period_s)
+                self._metrics.late_ticks.inc(missed)
+                self.ticks += missed
+                log.warning("scheduler %.0f ms late: skipped %d ticks", late_s * 1e3, missed)
+            self.ticks += 1
+            sinks = list(self._sinks.values())
+            if not sinks:
+                continue
+            requests = [
+                RenderRequest(s.avatar, s.pipeline.next_job(now), s.last_image) for s in sinks
+            ]
+            started = time.perf_counter()
+            try:
+                images = await loop.run_in_executor(self._executor, self._renderer.render, requests)
+            except Exception:
+                log.exception(
+                    "rendering failed for %d sinks; sending their last frames", len(sinks)
+                )
+                images = [s.last_image for s in sinks]  # type: ignore[misc]
+            self._metrics.render_seconds.observe(time.perf_counter() - started)
+            n_render = sum(1 for r in requests if r.job.window is not None)
+            if n_render:
+                self._metrics.batch_size.observe(n_render)
+            handed_s = self._clock.now()
+            for sink, request, image in zip(sinks, requests, images, strict=True):
+                if image is None or sink.sink_id not in self._sinks:
+                    continue
+                job = request.job
+                sink.deliver(job, image, handed_s)
+                self._metrics.frames.labels(job.kind.value).inc()
+                if job.underrun:
+                    self._metrics.underruns.inc()
+                if job.dropped:
+                    self._metrics.dropped.inc(job.dropped)
+                if job.ready_at_s is not None:
+                    self._metrics.frame_latency.observe(handed_s - job.ready_at_s)
+                if job.heard_at_s is not None:
+                    self._metrics.mic_to_lips.observe(handed_s - job.heard_at_s)

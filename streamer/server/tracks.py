@@ -1,0 +1,74 @@
+"""aiortc tracks that release what the scheduler produced, never pacing themselves.
+
+aiortc's sender loops on ``await track.recv()`` and sends whatever it gets at once: the
+scheduler's tick is the clock, and these tracks only hand over frames. Each holds a small
+bounded queue; when the encoder falls behind, the oldest frame is dropped (counted) rather
+than letting latency grow a frame at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+
+import av
+import numpy as np
+import numpy.typing as npt
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
+VIDEO_PTS_PER_FRAME_25FPS = 3600
+
+
+class _QueueTrack(MediaStreamTrack):
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        # Bounded: when full, the oldest item is dropped (counted in `dropped`).
+        self._queue: asyncio.Queue[av.AudioFrame | av.VideoFrame | None] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def _put(self, item: av.AudioFrame | av.VideoFrame | None) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(item)
+
+    async def recv(self) -> av.AudioFrame | av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        item = await self._queue.get()
+        if item is None:
+            raise MediaStreamError
+        return item
+
+    def stop(self) -> None:
+        if self.readyState == "live":
+            # Wake a sender blocked in recv() so it ends instead of waiting forever.
+            if self._queue.full():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+        super().stop()
+
+
+class AvatarVideoTrack(_QueueTrack):
+    kind = "video"
+
+    def __init__(self, maxsize: int = 2) -> None:
+        super().__init__(maxsize)
+
+    def push(self, image_bgr: npt.NDArray[np.uint8], pts_90khz: int) -> None:
+        frame = av.VideoFrame.from_ndarray(image_bgr, format="bgr24")
+        frame.pts = pts_90khz
+        frame.time_base = VIDEO_TIME_BASE
+        self._put(frame)
+
+
+class AvatarAudioTrack(_QueueTrack):
+    kind = "audio"
+
+    def __init__(self, maxsize: int = 6) -> None:
+        super().__init__(maxsize)
+
+    def push(self, frames: list[av.AudioFrame]) -> None:
+        for frame in frames:
+            self._put(frame)

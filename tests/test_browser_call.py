@@ -1,0 +1,93 @@
+"""The call page in real headless Chromium: fake microphone from a WAV file, a real call."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp import web
+
+from streamer.server.app import Runtime, ServerConfig, create_app
+from streamer.server.runtime import build_runtime
+from tests.browser import CHROMIUM, Browser
+from tests.speech import spoken_clip
+
+pytestmark = [
+    pytest.mark.realtime,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="chromium is not installed (scripts/check installs it)"
+    ),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+# Set to 1 to refresh the screenshot committed in docs/images.
+UPDATE_IMAGES = os.environ.get("AVATAR_STREAMER_UPDATE_IMAGES") == "1"
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Runtime:
+    return build_runtime(REPO / "avatars")
+
+
+@pytest.fixture
+async def url(runtime: Runtime) -> AsyncIterator[str]:
+    runner = web.AppRunner(create_app(ServerConfig(), runtime))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate_hz: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate_hz)
+        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+VIDEO_STATS = """
+(async () => {
+  const pc = window.avatarPc;
+  if (!pc) return null;
+  let v = null;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") v = r;
+  });
+  return v && { framesDecoded: v.framesDecoded || 0, framesDropped: v.framesDropped || 0,
+                freezeCount: v.freezeCount || 0, totalFreezesDuration: v.totalFreezesDuration || 0,
+                frameWidth: v.frameWidth || 0, t: performance.now() };
+})()
+"""
+
+
+async def test_call_page_decodes_25_fps_without_freezes(url: str, tmp_path: Path) -> None:
+    wav = tmp_path / "voice.wav"
+    write_wav(wav, spoken_clip(48_000), 48_000)
+    async with Browser(fake_audio_wav=wav) as page:
+        await page.goto(url + "/")
+        assert await page.evaluate("document.title") == "avatar-streamer"
+        await page.evaluate("document.getElementById('start').click()")
+        await page.wait_for("document.getElementById('status').textContent === 'live'", 15)
+        await page.wait_for("document.getElementById('video').videoWidth > 0", 10)
+        await asyncio.sleep(2.0)  # let the decoder and jitter buffer settle
+        first = await page.evaluate(VIDEO_STATS)
+        await asyncio.sleep(10.0)
+        last = await page.evaluate(VIDEO_STATS)
+        overlay = await page.evaluate("document.getElementById('stats').textContent")
+        if UPDATE_IMAGES:
+            await page.screenshot(REPO / "docs" / "images" / "call-page.png")
+        else:
+            await page.screenshot(tmp_path / "call-page.png")
+        await page.evaluate("document.getElementById('stop').click()")
+    fps = (last["framesDecoded"] - first["framesDecoded"]) / ((last["t"] - first["t"]) / 1000)
+    assert abs(fps - 25.0) <= 1.0, fps
+    assert last["freezeCount"] - first["freezeCount"] == 0
+    assert last["frameWidth"] == 512
+    assert "fps" in overlay
