@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
@@ -92,6 +93,25 @@ def test_auto_providers_are_ordered_and_end_with_cpu() -> None:
     assert chosen[-1] == "CPUExecutionProvider"
     order = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert chosen == [p for p in order if p in chosen]
+
+
+def test_auto_providers_skip_gpu_without_nvidia_driver(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="streamer.engine"):
+        assert resolve_providers(None, nvidia_driver=False) == ["CPUExecutionProvider"]
+    with_driver = resolve_providers(None, nvidia_driver=True)
+    gpu_in_build = [
+        p
+        for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+        if p in ort.get_available_providers()
+    ]
+    assert with_driver == [*gpu_in_build, "CPUExecutionProvider"]
+    if gpu_in_build:
+        assert "no NVIDIA driver" in caplog.text
+
+
+def test_explicit_providers_are_tried_even_without_nvidia_driver() -> None:
+    requested = tuple(ort.get_available_providers())
+    assert resolve_providers(requested, nvidia_driver=False) == list(requested)
 
 
 def test_unknown_provider_is_skipped(caplog: pytest.LogCaptureFixture) -> None:

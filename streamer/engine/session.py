@@ -10,7 +10,9 @@ one batch per 40 ms tick from an executor thread. Synchronous; :meth:`LipSyncEng
 
 from __future__ import annotations
 
+import ctypes
 import enum
+import functools
 import logging
 import os
 import threading
@@ -85,10 +87,31 @@ class EngineOptions:
     warmup_batch_sizes: tuple[int, ...] = (1, 8)
 
 
-def resolve_providers(requested: tuple[str, ...] | None) -> list[str]:
-    """Providers to try, best first, always ending with CPU; unavailable ones are logged."""
+@functools.cache
+def nvidia_driver_present() -> bool:
+    """Whether the NVIDIA driver's CUDA library loads: without it no GPU provider can run."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def resolve_providers(
+    requested: tuple[str, ...] | None, *, nvidia_driver: bool | None = None
+) -> list[str]:
+    """Providers to try, best first, always ending with CPU; unavailable ones are logged.
+
+    In automatic mode (``requested=None``) the GPU providers are skipped when no NVIDIA driver
+    is present (``nvidia_driver=None`` detects it), so a CPU-only machine is not asked to load
+    CUDA libraries it lacks (onnxruntime prints a screenful of errors when it tries).
+    """
     available = set(ort.get_available_providers())
     wanted = list(requested) if requested is not None else list(PROVIDER_PREFERENCE)
+    driver = nvidia_driver_present() if nvidia_driver is None else nvidia_driver
+    if requested is None and available & {TENSORRT, CUDA} and not driver:
+        log.info("no NVIDIA driver found: skipping TensorRT and CUDA, running on CPU")
+        wanted = [CPU]
     chosen: list[str] = []
     for name in wanted:
         if name in available:
