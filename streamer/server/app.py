@@ -30,6 +30,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 
 from streamer.errors import StreamerError
+from streamer.server.channels import ChannelConfig
 from streamer.server.clock import Clock, MonotonicClock
 from streamer.server.metrics import Metrics
 from streamer.server.pipeline import PipelineConfig, SessionPipeline
@@ -57,6 +58,7 @@ class ServerConfig:
     connect_timeout_s: float = 15.0
     retry_after_s: int = 5
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    channels: ChannelConfig = field(default_factory=ChannelConfig)
     web_root: Path = WEB_ROOT
 
 
@@ -305,4 +307,8 @@ def create_app(
     app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/offer", post_offer)
     app.router.add_delete("/sessions/{session_id}", delete_session)
+    # Channels (their own module; it imports this one, hence the local import).
+    from streamer.server.channel_routes import add_routes as add_channel_routes
+
+    add_channel_routes(app, server)
     return app
