@@ -19,6 +19,8 @@ from streamer.server.app import Runtime, ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
 from streamer.server.runtime import build_runtime
 from tests.browser import CHROMIUM, Browser
+from tests.speech import spoken_clip
+from tests.test_browser_call import write_wav
 
 pytestmark = [
     pytest.mark.realtime,
@@ -174,3 +176,28 @@ async def test_view_page_reconnects_by_itself_after_a_server_restart(runtime: Ru
             assert len(runner.app[CHANNELS].get("studio").viewers) == 1
     finally:
         await runner.cleanup()
+
+
+async def test_the_call_page_publishes_its_microphone_into_a_channel(
+    server, tmp_path: Path
+) -> None:
+    url, runner = server
+    wav = tmp_path / "voice.wav"
+    write_wav(wav, spoken_clip(48_000), 48_000)
+    async with Browser(fake_audio_wav=wav) as page:
+        await page.goto(url + "/")
+        await page.evaluate("document.getElementById('channel').value = 'stage'")
+        await page.evaluate("document.getElementById('start').click()")
+        await page.wait_for("document.getElementById('status').textContent === 'live'", 15)
+        channel = runner.app[CHANNELS].get("stage")
+        assert channel.driver is not None
+        assert channel.driver.kind == "call"
+        await page.wait_for("document.getElementById('video').videoWidth > 0", 10)
+        await asyncio.sleep(4.0)
+        rendered = channel.pipeline.stats.rendered
+        pushed = channel.pipeline.playout.stats.samples_pushed
+        await page.evaluate("document.getElementById('stop').click()")
+        await asyncio.sleep(1.0)
+        assert channel.driver is None  # stopping freed the channel
+    assert pushed > 3 * 16_000  # the microphone's audio went into the channel
+    assert rendered > 10  # and moved the avatar's mouth for the channel's viewers
