@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -304,7 +305,25 @@ async def test_speak_plays_an_uploaded_file_end_to_end(server) -> None:
         # A pushing driver is refused while the file plays.
         with pytest.raises(ChannelClientError, match="409"):
             await ChannelClient.connect(url, "file", 24_000, http=http)
+        # A second file (as a form upload, WAV) queues behind the first.
+        wav = io.BytesIO()
+        with wave.open(wav, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16_000)
+            w.writeframes(pcm16(np.zeros(8_000, np.float32)).tobytes())
+        form = aiohttp.FormData()
+        form.add_field("file", wav.getvalue(), filename="pause.wav", content_type="audio/wav")
+        async with http.post(f"{url}/channels/file/speak", data=form) as r:
+            assert r.status == 202, await r.text()
+            second = await r.json()
+        assert second["segment_id"] == body["segment_id"] + 1
+        assert second["duration_s"] == pytest.approx(0.5)
+        assert second["queued_s"] > 0.5  # the first file is still queued ahead of it
+        uploaded_at = time.monotonic()
         await wait_until(lambda: channel.driver is None, duration_s + 3)
+        # The claim lasted until both had played, at real time.
+        assert time.monotonic() - uploaded_at > second["queued_s"] - 0.2
         await asyncio.sleep(0.5)
         await viewer.aclose(http)
     heard, _ = audio_of(viewer.received)
