@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from streamer.bench.peer import ClipTrack
 from streamer.bench.viewer import WhepError, WhepViewer
@@ -82,11 +82,22 @@ async def test_create_list_get_delete(server) -> None:
         await viewer.connect(http)
         async with http.get(f"{url}/channels/news") as r:
             assert (await r.json())["viewers"] == 1
+        channel = app[CHANNELS].get("news")
         scheduler = app[SERVER].scheduler
         assert len(scheduler) == 1  # the channel is one sink on the one scheduler
+        driver = await ChannelClient.connect(url, "news", http=http)
+        async with http.get(f"{url}/metrics") as r:
+            metrics = await r.text()
+        assert "avatar_channels 1.0" in metrics
+        assert "avatar_channel_viewers 1.0" in metrics
         async with http.delete(f"{url}/channels/news") as r:
             assert r.status == 200
         assert len(scheduler) == 0
+        # Its driver is told (going away) and its viewer left.
+        await asyncio.wait_for(driver._reader, 5)
+        assert driver._ws.close_code == 1001
+        await driver.aclose()
+        assert not channel.viewers
         async with http.get(f"{url}/channels/news") as r:
             await expect(r, 404, "channel_not_found")
         await viewer.aclose()
@@ -232,7 +243,10 @@ class Publisher:
 
     async def _drain(self, track: MediaStreamTrack) -> None:
         while True:
-            await track.recv()
+            try:
+                await track.recv()
+            except MediaStreamError:
+                return
 
     async def aclose(self, http: aiohttp.ClientSession) -> None:
         if self.leave_url:
@@ -257,6 +271,7 @@ async def test_a_call_page_publishes_its_microphone_into_a_channel(server) -> No
         with pytest.raises(ChannelClientError, match="409"):
             await ChannelClient.connect(url, "show", http=http)
         await asyncio.sleep(clip.shape[0] / 48_000 + 1.0)
+        dropped = channel.pipeline.playout.stats.live_samples_dropped
         await publisher.aclose(http)
         await asyncio.sleep(0.3)
         assert channel.driver is None  # leaving frees the channel
@@ -266,4 +281,29 @@ async def test_a_call_page_publishes_its_microphone_into_a_channel(server) -> No
     heard_env = block_rms(heard, 960)
     corr = np.correlate(heard_env - heard_env.mean(), sent_env - sent_env.mean(), "valid")
     k = int(np.argmax(corr))
-    assert np.corrcoef(heard_env[k : k + len(sent_env)], sent_env)[0, 1] > 0.9
+    c = np.corrcoef(heard_env[k : k + len(sent_env)], sent_env)[0, 1]
+    print(f"publish corr {c:.3f}, live samples dropped {dropped}")
+    assert c > 0.9
+
+
+async def test_a_viewer_that_never_connects_is_dropped_after_the_connect_timeout(
+    runtime: Runtime,
+) -> None:
+    runner, url = await serve(runtime, ServerConfig(connect_timeout_s=2.0))
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            headers = {"Content-Type": "application/sdp"}
+            async with http.post(
+                f"{url}/channels/lobby/whep", data=pc.localDescription.sdp, headers=headers
+            ) as r:
+                assert r.status == 201  # answered, but the answer is never applied
+        channel = runner.app[CHANNELS].get("lobby")
+        assert len(channel.viewers) == 1
+        await asyncio.sleep(2.0 + 1.0)  # the timeout, and the close it starts
+        assert not channel.viewers
+    finally:
+        await pc.close()
+        await runner.cleanup()

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiortc import RTCSessionDescription
+from prometheus_client import Gauge
 
 from streamer.audio.files import decode_audio_bytes
 from streamer.audio.ingest import AudioIngest, pcm_to_frame
@@ -27,6 +28,7 @@ from streamer.server.channels import (
     ChannelError,
     ChannelRegistry,
     DriverClaim,
+    ViewerNotFoundError,
     check_channel_name,
 )
 from streamer.server.pipeline import INPUT_RATE_HZ
@@ -128,7 +130,7 @@ async def delete_viewer(request: web.Request) -> web.Response:
     channel = _registry(request).get(request.match_info["name"])
     viewer = channel.viewers.get(request.match_info["viewer_id"])
     if viewer is None:
-        raise HttpError(404, "viewer_not_found", "No such viewer of this channel.")
+        raise ViewerNotFoundError("No such viewer of this channel.")
     await viewer.aclose()
     return web.json_response({"viewer_id": viewer.viewer_id, "closed": True})
 
@@ -249,7 +251,14 @@ class _PushDriver:
     async def send_loop(self) -> None:
         while True:
             message = await self._outbox.get()
-            await self.ws.send_json(message)
+            try:
+                await self.ws.send_json(message)
+            except ConnectionError:
+                return  # the client went away; the receive loop ends too
+
+    async def on_revoke(self) -> None:
+        """The channel was deleted (or the server is stopping): say so and hang up."""
+        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"channel closed")
 
     def on_binary(self, data: bytes) -> None:
         if len(data) % 2:
@@ -307,7 +316,7 @@ async def channel_audio(request: web.Request) -> web.WebSocketResponse:
     channel = await registry.get_or_create(name)
     ws = web.WebSocketResponse(max_msg_size=registry.config.max_ws_message_bytes, heartbeat=20)
     driver = _PushDriver(channel, ws, rate_hz)
-    claim: DriverClaim = channel.claim("websocket", driver.on_event)
+    claim: DriverClaim = channel.claim("websocket", driver.on_event, driver.on_revoke)
     sender: asyncio.Task[None] | None = None
     try:
         await ws.prepare(request)
@@ -329,6 +338,20 @@ async def get_view(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[SERVER].config.web_root / "view.html")
 
 
+def _add_metrics(server: Server, registry: ChannelRegistry) -> None:
+    """Channel gauges in the server's registry, read when /metrics is scraped."""
+    r = server.metrics.registry
+    Gauge("avatar_channels", "Live channels", registry=r).set_function(
+        lambda: len(registry.channels)
+    )
+    Gauge("avatar_channel_viewers", "Viewers of all channels", registry=r).set_function(
+        lambda: sum(len(c.viewers) for c in registry.channels.values())
+    )
+    Gauge(
+        "avatar_channel_queued_audio_seconds", "Driver audio queued in all channels", registry=r
+    ).set_function(lambda: sum(c.queued_s for c in registry.channels.values()))
+
+
 def add_routes(app: web.Application, server: Server) -> None:
     """Build the app's channel registry, close it on cleanup, add the channel routes."""
     registry = ChannelRegistry(
@@ -342,8 +365,10 @@ def add_routes(app: web.Application, server: Server) -> None:
         default_avatar=server.config.avatar,
         ice_servers=server.config.ice_servers,
         video_codec=server.config.video_codec,
+        connect_timeout_s=server.config.connect_timeout_s,
     )
     app[CHANNELS] = registry
+    _add_metrics(server, registry)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         yield

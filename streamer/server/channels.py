@@ -14,11 +14,10 @@ with :class:`ChannelBusyError` (409).
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import av
@@ -207,17 +206,33 @@ class Viewer:
 
 
 class DriverClaim:
-    """Held by the one driver of a channel; ``release()`` is idempotent."""
+    """Held by the one driver of a channel; ``release()`` is idempotent.
 
-    def __init__(self, channel: Channel, kind: str) -> None:
+    ``on_revoke`` (optional) is awaited when the channel goes away under its driver (deleted,
+    server shutting down), so the driver can say so and close its connection.
+    """
+
+    def __init__(
+        self,
+        channel: Channel,
+        kind: str,
+        on_revoke: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.channel = channel
         self.kind = kind
         self.released = False
+        self._on_revoke = on_revoke
 
     def release(self) -> None:
         if not self.released:
             self.released = True
             self.channel.driver_left(self)
+
+    async def revoke(self) -> None:
+        on_revoke, self._on_revoke = self._on_revoke, None
+        self.release()
+        if on_revoke is not None:
+            await on_revoke()
 
 
 class Channel:
@@ -241,9 +256,6 @@ class Channel:
         self._out_audio = OutputAudio()
         self._last_image: U8 | None = None
         self._listener: Callable[[PlaybackEvent], None] | None = None
-        # (output index, time handed to the tracks) of recent frames: a few seconds, for
-        # measuring the path to viewers (tests, diagnostics).
-        self.recent_frames_s: collections.deque[tuple[int, float]] = collections.deque(maxlen=250)
         self.frames_produced = 0
         self.created_at_s = clock.now()
 
@@ -272,7 +284,6 @@ class Channel:
         for viewer in self.viewers.values():
             viewer.push(image, pts, audio)
         self.frames_produced += 1
-        self.recent_frames_s.append((job.output_index, now_s))
         self._dispatch(self._pipeline.take_events())
         if self.driver is not None and self.driver.kind == "file" and not self.has_pending_audio:
             self.driver.release()  # the uploaded files have played: the channel is free
@@ -284,7 +295,12 @@ class Channel:
             self._listener(event)
 
     # Drivers
-    def claim(self, kind: str, listener: Callable[[PlaybackEvent], None] | None) -> DriverClaim:
+    def claim(
+        self,
+        kind: str,
+        listener: Callable[[PlaybackEvent], None] | None,
+        on_revoke: Callable[[], Awaitable[None]] | None = None,
+    ) -> DriverClaim:
         """Become the channel's driver; raises ChannelBusyError while another one is active.
 
         Uploaded files (``kind == "file"``) share the claim: a second upload queues behind the
@@ -297,7 +313,7 @@ class Channel:
                 f"Channel {self.name!r} is already driven by a {self.driver.kind} driver; "
                 "only one audio source at a time."
             )
-        self.driver = DriverClaim(self, kind)
+        self.driver = DriverClaim(self, kind, on_revoke)
         self._listener = listener
         log.info("channel %s: %s driver connected", self.name, kind)
         return self.driver
@@ -371,8 +387,11 @@ class ChannelRegistry:
         default_avatar: str,
         ice_servers: tuple[str, ...],
         video_codec: str,
+        connect_timeout_s: float = 15.0,
     ) -> None:
         self.config = config
+        self._connect_timeout_s = connect_timeout_s
+        self._watchdogs: set[asyncio.Task[None]] = set()
         self._scheduler = scheduler
         self._renderer = renderer
         self._clock = clock
@@ -433,7 +452,7 @@ class ChannelRegistry:
         self.channels.pop(name, None)
         await asyncio.gather(*(v.aclose() for v in list(channel.viewers.values())))
         if channel.driver is not None:
-            channel.driver.release()
+            await channel.driver.revoke()
         log.info("channel %s: deleted", name)
 
     async def add_viewer(
@@ -454,7 +473,10 @@ class ChannelRegistry:
         pc = new_peer(self._ice_servers)
         viewer = Viewer(uuid.uuid4().hex[:12], channel, pc)
         viewer.publishing = publish
-        pc.addTransceiver(viewer.audio, direction="sendrecv" if publish else "sendonly")
+        # Answer what was offered: players may ask for video only (an unanswerable audio
+        # transceiver would fail the negotiation).
+        if publish or "m=audio" in offer.sdp:
+            pc.addTransceiver(viewer.audio, direction="sendrecv" if publish else "sendonly")
         prefer_video_codec(pc.addTransceiver(viewer.video, direction="sendonly"), self._video_codec)
 
         @pc.on("track")
@@ -477,6 +499,11 @@ class ChannelRegistry:
                 claim.release()
             raise BadOfferError(f"The offer could not be negotiated: {exc}") from exc
         channel.viewer_joined(viewer)
+        watchdog = asyncio.create_task(
+            self._connect_watchdog(viewer), name=f"channel-{channel.name}-watch-{viewer.viewer_id}"
+        )
+        self._watchdogs.add(watchdog)
+        watchdog.add_done_callback(self._watchdogs.discard)
         log.info(
             "channel %s: viewer %s joined (%d watching)",
             channel.name,
@@ -485,6 +512,20 @@ class ChannelRegistry:
         )
         return viewer, pc.localDescription
 
+    async def _connect_watchdog(self, viewer: Viewer) -> None:
+        # A viewer that never connects (an answer never applied) must not hold its slot.
+        await asyncio.sleep(self._connect_timeout_s)
+        if viewer.pc.connectionState != "connected":
+            log.warning(
+                "channel %s: viewer %s not connected after %.0f s, closing",
+                viewer.channel.name,
+                viewer.viewer_id,
+                self._connect_timeout_s,
+            )
+            await viewer.aclose()
+
     async def aclose(self) -> None:
+        for task in list(self._watchdogs):
+            await cancel_and_wait(task)
         for name in list(self.channels):
             await self.delete(name)

@@ -96,11 +96,12 @@ class PlayoutQueue:
         self._segments: collections.deque[_Segment] = collections.deque()
         self._next_id = 1
         self._playing = False  # False after an underflow: wait for the prebuffer again
+        self._queued = 0  # samples queued in all segments
         self.stats = PlayoutStats()
 
     @property
     def queued_samples(self) -> int:
-        return sum(s.queued for s in self._segments)
+        return self._queued
 
     @property
     def queued_s(self) -> float:
@@ -125,6 +126,7 @@ class PlayoutQueue:
         if samples.shape[0]:
             seg.chunks.append(samples.copy())
             seg.queued += samples.shape[0]
+            self._queued += samples.shape[0]
             seg.total += samples.shape[0]
             self.stats.samples_pushed += samples.shape[0]
         return seg.segment_id
@@ -150,6 +152,7 @@ class PlayoutQueue:
                 else:
                     seg.chunks[0] = chunk[k:]
                 seg.queued -= k
+                self._queued -= k
                 seg.total -= k  # never played: not part of the segment's length
                 dropped += k
         return dropped
@@ -174,8 +177,7 @@ class PlayoutQueue:
         pieces: list[tuple[_Segment, int, int]] = []
         if not self._playing:
             head = self._segments[0] if self._segments else None
-            waiting = sum(s.queued for s in self._segments)
-            if head is None or (waiting < self._prebuffer and not head.closed):
+            if head is None or (self._queued < self._prebuffer and not head.closed):
                 return out, pieces
             self._playing = True
         pos = 0
@@ -189,6 +191,7 @@ class PlayoutQueue:
                 else:
                     seg.chunks[0] = chunk[k:]
                 seg.queued -= k
+                self._queued -= k
                 seg.taken += k
                 pieces.append((seg, pos, k))
                 pos += k
@@ -210,6 +213,7 @@ class PlayoutQueue:
         """Drop everything queued; returns the segments that were waiting or playing."""
         dropped = list(self._segments)
         self._segments.clear()
+        self._queued = 0
         self._playing = False
         return dropped
 
