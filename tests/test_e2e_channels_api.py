@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -307,3 +310,65 @@ async def test_a_viewer_that_never_connects_is_dropped_after_the_connect_timeout
     finally:
         await pc.close()
         await runner.cleanup()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+async def test_ctrl_c_with_channel_viewers_and_a_driver_exits_cleanly_within_2_s() -> None:
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamer",
+        "serve",
+        "--port",
+        str(port),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(f"{url}/health") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            viewers = [WhepViewer(url, "show", keep_frames=False) for _ in range(2)]
+            for viewer in viewers:
+                await viewer.connect(http)
+            driver = await ChannelClient.connect(url, "show", 16_000, http=http)
+            await driver.push(np.zeros(16_000 * 5, "<i2"))
+            deadline = time.monotonic() + 10
+            while not all(len(v.received.video_at_s) > 10 for v in viewers):
+                assert time.monotonic() < deadline, "viewers got no video"
+                await asyncio.sleep(0.1)
+            sent_at = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            output = await asyncio.wait_for(proc.stdout.read(), 10)  # type: ignore[union-attr]
+            code = await proc.wait()
+            took_s = time.monotonic() - sent_at
+            await asyncio.wait_for(driver._reader, 5)  # the server hung up on the driver
+            await driver.aclose()
+            for viewer in viewers:
+                await viewer.aclose()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = output.decode(errors="replace")
+    assert code == 0, text[-2000:]
+    assert took_s < 2.0, took_s
+    assert "Traceback" not in text
+    assert " ERROR " not in text

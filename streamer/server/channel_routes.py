@@ -375,6 +375,11 @@ def add_routes(app: web.Application, server: Server) -> None:
         await registry.aclose()  # registered after the server's: runs before it closes
 
     app.cleanup_ctx.append(lifecycle)
+
+    async def hang_up(_app: web.Application) -> None:
+        await registry.hang_up_drivers()
+
+    app.on_shutdown.append(hang_up)
     r = app.router
     r.add_post("/channels", post_channel)
     r.add_get("/channels", list_channels)

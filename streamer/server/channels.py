@@ -524,6 +524,13 @@ class ChannelRegistry:
             )
             await viewer.aclose()
 
+    async def hang_up_drivers(self) -> None:
+        """Tell every driver the channels are going away (server shutdown: before aiohttp
+        waits for open requests, so push WebSockets do not hold it up)."""
+        for channel in list(self.channels.values()):
+            if channel.driver is not None:
+                await channel.driver.revoke()
+
     async def aclose(self) -> None:
         for task in list(self._watchdogs):
             await cancel_and_wait(task)
