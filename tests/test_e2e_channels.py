@@ -163,14 +163,27 @@ async def test_two_viewers_receive_the_same_frames_produced_once(server, runtime
             best = (err, ia, ib)
     assert best is not None
     err, ia, ib = best
-    # Same frames: the two decodes of each frame differ only by VP8's coding noise.
+    # Same frames: the same content at the same pts, in the same order, for both.
     assert len(ia) >= 0.8 * min(len(mouth_a), len(mouth_b))
     assert np.corrcoef(mouth_a[ia], mouth_b[ib])[0, 1] > 0.97
-    diffs = [
-        float(np.abs(a.video_frames[i].astype(np.int16) - b.video_frames[j]).mean())
-        for i, j in zip(ia[::10], ib[::10], strict=True)
-    ]
-    assert np.median(diffs) < 2.0, diffs
+
+    def median_diff(offset: int) -> float:
+        return float(
+            np.median(
+                [
+                    np.abs(a.video_frames[i].astype(np.int16) - b.video_frames[j + offset]).mean()
+                    for i, j in zip(ia[::10], ib[::10], strict=True)
+                    if j + offset < len(b.video_frames)
+                ]
+            )
+        )
+
+    # The two decodes of one frame are identical on a quiet machine (both encoders saw the
+    # same sequence); under load an encoder that skipped a frame codes the rest from other
+    # references (~2.5 grey levels of noise). Frames 200 ms apart differ by ~4 in content.
+    aligned, apart = median_diff(0), median_diff(5)
+    print(f"two viewers, mean abs pixel difference: same pts {aligned:.2f}, 5 apart {apart:.2f}")
+    assert aligned < 0.75 * apart, (aligned, apart)
 
 
 async def test_pushed_speech_plays_at_real_time_in_order_and_in_sync(
