@@ -108,6 +108,16 @@ async function untilEnded(pc) {
   }
 }
 
+let current = null; // { pc, resource } of the live connection
+
+window.addEventListener("pagehide", () => {
+  // Leave at once (OBS unloads hidden sources): the server frees the viewer now rather than
+  // when the connection times out.
+  if (current && current.resource) {
+    fetch(current.resource, { method: "DELETE", keepalive: true }).catch(() => {});
+  }
+});
+
 async function run() {
   let delayMs = 1000;
   for (;;) {
@@ -115,12 +125,14 @@ async function run() {
     state.connects += 1;
     try {
       session = await connect();
+      current = session;
       state.error = "";
       await untilEnded(session.pc);
       delayMs = 1000;
     } catch (e) {
       state.error = String(e.message || e);
     }
+    current = null;
     if (session) {
       session.pc.close();
       if (session.resource) fetch(session.resource, { method: "DELETE" }).catch(() => {});
