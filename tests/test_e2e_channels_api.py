@@ -30,6 +30,7 @@ from streamer.server.runtime import build_runtime
 from streamer.server.tasks import cancel_and_wait
 from tests.media_analysis import block_rms
 from tests.speech import spoken_clip
+from tests.test_browser_call import write_wav
 
 pytestmark = pytest.mark.realtime
 
@@ -372,3 +373,26 @@ async def test_ctrl_c_with_channel_viewers_and_a_driver_exits_cleanly_within_2_s
     assert took_s < 2.0, took_s
     assert "Traceback" not in text
     assert " ERROR " not in text
+
+
+async def test_the_agent_push_example_script_plays_a_file(server, tmp_path: Path) -> None:
+    url, _app = server
+    voice = spoken_clip(16_000, lead_silence_s=0.1)[: 16_000 * 2]
+    wav = tmp_path / "voice.wav"
+    write_wav(wav, voice, 16_000)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "scripts" / "agent_push.py"),
+        "--url",
+        url,
+        "--channel",
+        "example",
+        str(wav),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
+    assert proc.returncode == 0, out
+    assert "pushed 2.00 s of audio" in out
+    assert "'type': 'playback_started'" in out
+    assert "'position_s': 2.0, 'interrupted': False" in out
