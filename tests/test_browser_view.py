@@ -201,3 +201,24 @@ async def test_the_call_page_publishes_its_microphone_into_a_channel(
         assert channel.driver is None  # stopping freed the channel
     assert pushed > 3 * 16_000  # the microphone's audio went into the channel
     assert rendered > 10  # and moved the avatar's mouth for the channel's viewers
+
+
+async def test_where_autoplay_with_sound_is_refused_it_plays_muted_until_a_click(server) -> None:
+    url, _ = server
+    # A browser with the default policy (a gesture needed for sound), unlike OBS's.
+    policy = ("--autoplay-policy=document-user-activation-required",)
+    async with Browser(extra_args=policy) as page:
+        await page.goto(f"{url}/view/studio")
+        await page.wait_for("window.viewState.status === 'live'", 15)
+        before = await page.evaluate(STATS)
+        for kind in ("mousePressed", "mouseReleased"):
+            await page.send(
+                "Input.dispatchMouseEvent", type=kind, x=100, y=100, button="left", clickCount=1
+            )
+        await page.wait_for("window.viewState.muted === false", 5)
+        after = await page.evaluate(STATS)
+    assert before["muted"] is True  # refused with sound: playing muted rather than not at all
+    assert before["paused"] is False
+    assert before["videoWidth"] == 512
+    assert after["muted"] is False
+    assert after["paused"] is False
