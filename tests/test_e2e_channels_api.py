@@ -290,24 +290,35 @@ async def test_a_call_page_publishes_its_microphone_into_a_channel(server) -> No
     assert c > 0.9
 
 
-async def test_a_viewer_that_never_connects_is_dropped_after_the_connect_timeout(
+async def test_a_stalled_viewer_drops_its_own_frames_and_is_dropped_after_the_timeout(
     runtime: Runtime,
 ) -> None:
-    runner, url = await serve(runtime, ServerConfig(connect_timeout_s=2.0))
+    runner, url = await serve(runtime, ServerConfig(connect_timeout_s=3.0))
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
-        pc.addTransceiver("video", direction="recvonly")
-        await pc.setLocalDescription(await pc.createOffer())
         async with aiohttp.ClientSession() as http:
+            healthy = WhepViewer(url, "lobby", keep_frames=False)
+            await healthy.connect(http)
+            # A viewer that never reads: answered, but the answer is never applied.
+            pc.addTransceiver("video", direction="recvonly")
+            await pc.setLocalDescription(await pc.createOffer())
             headers = {"Content-Type": "application/sdp"}
             async with http.post(
                 f"{url}/channels/lobby/whep", data=pc.localDescription.sdp, headers=headers
             ) as r:
-                assert r.status == 201  # answered, but the answer is never applied
-        channel = runner.app[CHANNELS].get("lobby")
-        assert len(channel.viewers) == 1
-        await asyncio.sleep(2.0 + 1.0)  # the timeout, and the close it starts
-        assert not channel.viewers
+                assert r.status == 201
+                stalled_id = r.headers["Location"].rsplit("/", 1)[1]
+            channel = runner.app[CHANNELS].get("lobby")
+            stalled = channel.viewers[stalled_id]
+            n0, t0 = len(healthy.received.video_at_s), time.monotonic()
+            await asyncio.sleep(2.0)
+            fps = (len(healthy.received.video_at_s) - n0) / (time.monotonic() - t0)
+            # Its bounded queue dropped its oldest frames; the other viewer never noticed.
+            assert stalled.video.dropped >= 40
+            assert abs(fps - 25.0) <= 1.5, fps
+            await asyncio.sleep(1.0 + 1.0)  # the rest of the timeout, and the close it starts
+            assert list(channel.viewers) == [healthy.location.rsplit("/", 1)[1]]
+            await healthy.aclose(http)
     finally:
         await pc.close()
         await runner.cleanup()
