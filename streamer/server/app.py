@@ -301,14 +301,15 @@ def create_app(
         await server.aclose()
 
     app.cleanup_ctx.append(lifecycle)
+    # Channels: their own module (it imports this one, hence the local import). Its cleanup
+    # is registered after the server's, so channels close before the scheduler stops.
+    from streamer.server.channel_routes import add_routes as add_channel_routes
+
+    add_channel_routes(app, server)
     app.router.add_get("/", get_index)
     app.router.add_static("/static/", config.web_root)
     app.router.add_get("/health", get_health)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/offer", post_offer)
     app.router.add_delete("/sessions/{session_id}", delete_session)
-    # Channels (their own module; it imports this one, hence the local import).
-    from streamer.server.channel_routes import add_routes as add_channel_routes
-
-    add_channel_routes(app, server)
     return app
