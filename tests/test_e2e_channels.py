@@ -22,7 +22,7 @@ from aiohttp import web
 from streamer.bench.peer import Received
 from streamer.bench.viewer import WhepViewer
 from streamer.client import ChannelClient, ChannelClientError
-from streamer.server.app import Runtime, ServerConfig, create_app
+from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
 from streamer.server.runtime import build_runtime
 from tests.media_analysis import best_lag_s, block_rms, mouth_activity
@@ -135,14 +135,18 @@ async def test_two_viewers_receive_the_same_frames_produced_once(server, runtime
         async with await ChannelClient.connect(url, "duo", 24_000, http=http) as driver:
             await driver.push(pcm16(speech))
             await driver.end_of_segment()
-            produced_0, t0 = channel.frames_produced, time.monotonic()
+            scheduler, late = app[SERVER].scheduler, app[SERVER].metrics.late_ticks._value
+            produced_0, ticks_0, late_0 = channel.frames_produced, scheduler.ticks, late.get()
+            t0 = time.monotonic()
             await driver.wait_for("playback_finished", 15)
             produced = channel.frames_produced - produced_0
+            ticks_run = scheduler.ticks - ticks_0 - (late.get() - late_0)
             elapsed_s = time.monotonic() - t0
         for v in viewers:
             await v.aclose(http)
-    # Produced once per tick for both viewers: 25 a second, not 50.
-    assert abs(produced / elapsed_s - 25.0) <= 1.0, (produced, elapsed_s)
+    # Produced once per tick for both viewers (not once per viewer), on the 25 Hz grid.
+    assert abs(produced - ticks_run) <= 1, (produced, ticks_run)
+    assert abs(produced / elapsed_s - 25.0) <= 1.5, (produced, elapsed_s)
     a, b = (v.received for v in viewers)
     # Receivers number frames from the first one they got: align the two on the mouth motion.
     mouth_a, mouth_b = mouth_series(runtime, a.video_frames), mouth_series(runtime, b.video_frames)
@@ -189,13 +193,14 @@ async def test_two_viewers_receive_the_same_frames_produced_once(server, runtime
 async def test_pushed_speech_plays_at_real_time_in_order_and_in_sync(
     server, runtime: Runtime
 ) -> None:
-    url, _app = server
+    url, app = server
     voice_24k = spoken_clip(24_000, lead_silence_s=0.2)
     duration_s = voice_24k.shape[0] / 24_000
     async with aiohttp.ClientSession() as http:
         viewer = WhepViewer(url, "agent")
         await viewer.connect(http)
         await wait_until(lambda: len(viewer.received.video_at_s) > 25, 5)
+        late = app[SERVER].metrics.late_ticks._value
         async with await ChannelClient.connect(url, "agent", 24_000, http=http) as driver:
             pushed_at = time.monotonic()
             # Much faster than real time, in TTS-sized chunks.
@@ -205,8 +210,10 @@ async def test_pushed_speech_plays_at_real_time_in_order_and_in_sync(
             push_took_s = time.monotonic() - pushed_at
             started = await driver.wait_for("playback_started", 5)
             started_at = time.monotonic()
+            late_at_start = late.get()
             finished = await driver.wait_for("playback_finished", duration_s + 5)
             finished_at = time.monotonic()
+            skipped_ticks = late.get() - late_at_start
             assert not driver.errors
         await asyncio.sleep(0.5)  # the last frames and audio reach the viewer
         await viewer.aclose(http)
@@ -215,8 +222,10 @@ async def test_pushed_speech_plays_at_real_time_in_order_and_in_sync(
     assert finished["interrupted"] is False
     # The position is the whole segment (resampled 24 kHz -> 16 kHz, to the sample).
     assert finished["position_s"] == pytest.approx(duration_s, abs=1e-3)
-    # Real time: playback took the clip's duration (one tick of slack each way), never less.
-    assert abs((finished_at - started_at) - duration_s) <= 2 * FRAME_S, finished_at - started_at
+    # Real time: playback took the clip's duration (two ticks of slack each way), never less.
+    # Ticks the scheduler had to skip (a stalled machine) play nothing: they add their time.
+    took_s = finished_at - started_at - skipped_ticks * FRAME_S
+    assert abs(took_s - duration_s) <= 2 * FRAME_S, (took_s, duration_s, skipped_ticks)
 
     received = viewer.received
     heard, heard_at = audio_of(received)
