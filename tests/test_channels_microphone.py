@@ -20,6 +20,7 @@ from streamer.cli import main
 from streamer.client import ChannelClient, ChannelClientError
 from streamer.server.app import Runtime, ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
+from streamer.server.live import attach_microphone
 from streamer.server.live import run as live_run
 from streamer.server.microphone import (
     BlockCallback,
@@ -196,3 +197,29 @@ def test_real_portaudio_capture() -> None:
     source.close()
     assert len(blocks) >= 10  # 20 ms blocks for half a second, give or take start-up
     assert all(b.dtype == np.float32 and b.ndim == 1 for b in blocks)
+
+
+@pytest.mark.realtime
+async def test_live_attaches_the_microphone_for_the_app_lifetime(
+    runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = FakeInput(np.zeros(48_000 * 30, np.float32), 48_000)
+    app = create_app(ServerConfig(), runtime)
+    attach_microphone(app, "stage", source, "http://127.0.0.1:8080")
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        channel = app[CHANNELS].get("stage")
+        assert channel.driver is not None
+        assert channel.driver.kind == "mic"
+        out = capsys.readouterr().out
+        assert "OBS Browser Source: http://127.0.0.1:8080/view/stage" in out
+        assert "WHEP: http://127.0.0.1:8080/channels/stage/whep" in out
+        await asyncio.sleep(0.3)
+        assert channel.pipeline.playout.stats.samples_pushed > 0
+        assert source._thread is not None
+        assert source._thread.is_alive()
+    finally:
+        await runner.cleanup()
+    assert not source._thread.is_alive()  # capture stopped with the app
+    assert channel.driver is None

@@ -12,9 +12,17 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from streamer.server.microphone import InputDevices, MicrophoneDriver, SoundDeviceInputs
+from streamer.server.microphone import (
+    AudioInput,
+    InputDevices,
+    MicrophoneDriver,
+    SoundDeviceInputs,
+)
+
+if TYPE_CHECKING:  # the server stack loads only when serving (keeps the CLI quick)
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -55,31 +63,46 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
     from aiohttp import web
 
     from streamer.server.app import ServerConfig, create_app
-    from streamer.server.channel_routes import CHANNELS
     from streamer.server.channels import check_channel_name
     from streamer.server.runtime import build_runtime
 
     channel_name = check_channel_name(args.channel)
     source = devices.open(args.device)  # fail before the model loads
-    runtime = build_runtime(args.avatars_dir, args.avatar, args.model)
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        avatar=args.avatar,
-        video_codec=args.codec,
-        ice_servers=tuple(args.ice_server),
-    )
-    app = create_app(config, runtime)
+    try:
+        runtime = build_runtime(args.avatars_dir, args.avatar, args.model)
+        config = ServerConfig(
+            host=args.host,
+            port=args.port,
+            avatar=args.avatar,
+            video_codec=args.codec,
+            ice_servers=tuple(args.ice_server),
+        )
+        app = create_app(config, runtime)
+        attach_microphone(app, channel_name, source, f"http://{args.host}:{args.port}")
+        web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=1.5)
+    finally:
+        source.close()
+    return 0
+
+
+def attach_microphone(
+    app: web.Application, channel_name: str, source: AudioInput, base_url: str
+) -> None:
+    """Drive ``channel_name`` from ``source`` while ``app`` runs; prints the viewer URLs.
+
+    Registered after the channels' cleanup, so capture stops before the channels close.
+    """
+
+    from streamer.server.channel_routes import CHANNELS
 
     async def microphone(app: web.Application) -> AsyncIterator[None]:
         channel = await app[CHANNELS].get_or_create(channel_name)
         driver = MicrophoneDriver(channel, source, asyncio.get_running_loop())
         driver.start()
-        base = f"http://{args.host}:{args.port}"
         print(
             f"avatar-streamer: microphone -> channel {channel_name!r}\n"
-            f"  OBS Browser Source: {base}/view/{channel_name}\n"
-            f"  WHEP: {base}/channels/{channel_name}/whep\n"
+            f"  OBS Browser Source: {base_url}/view/{channel_name}\n"
+            f"  WHEP: {base_url}/channels/{channel_name}/whep\n"
             "  (Ctrl-C to stop)",
             flush=True,
         )
@@ -88,9 +111,4 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
         if driver.blocks_dropped:
             log.warning("microphone: %d blocks dropped (event loop stalls)", driver.blocks_dropped)
 
-    app.cleanup_ctx.append(microphone)  # after the channels': closed before them
-    try:
-        web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=1.5)
-    finally:
-        source.close()
-    return 0
+    app.cleanup_ctx.append(microphone)

@@ -15,15 +15,17 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from streamer.audio.ingest import AudioIngest, pcm_to_frame
 from streamer.errors import StreamerError
-from streamer.server.channels import Channel, DriverClaim
 from streamer.server.pipeline import INPUT_RATE_HZ
+
+if TYPE_CHECKING:  # aiortc loads only when serving (keeps the command line quick)
+    from streamer.server.channels import Channel, DriverClaim
 
 log = logging.getLogger(__name__)
 
