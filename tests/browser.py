@@ -29,7 +29,8 @@ class Browser:
     ) -> None:
         if CHROMIUM is None:
             raise RuntimeError("chromium is not installed (apt-get install chromium)")
-        self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        # Chromium's helper processes may still write the profile as it exits.
+        self._profile = tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True)
         args = [
             CHROMIUM,
             "--headless=new",

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { pc: null, sessionId: null, stream: null, statsTimer: null, last: null };
+const state = { pc: null, leaveUrl: null, stream: null, statsTimer: null, last: null };
 
 function setStatus(text, cls) {
   $("status").textContent = text;
@@ -67,7 +67,11 @@ async function start() {
     };
     await pc.setLocalDescription(await pc.createOffer());
     await waitForIceGathering(pc);
-    const response = await fetch("/offer", {
+    // With a channel name, the microphone drives that channel (its viewers see the avatar
+    // speak) and this page watches it; otherwise it is a private call.
+    const channel = $("channel").value.trim();
+    const url = channel ? `/channels/${encodeURIComponent(channel)}/publish` : "/offer";
+    const response = await fetch(url, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({
@@ -76,7 +80,7 @@ async function start() {
     });
     const body = await response.json();
     if (!response.ok) throw new Error(body.message || body.error || response.statusText);
-    state.sessionId = body.session_id;
+    state.leaveUrl = channel ? body.leave_url : `/sessions/${body.session_id}`;
     await pc.setRemoteDescription({ sdp: body.sdp, type: body.type });
     $("stop").disabled = false;
     state.statsTimer = setInterval(showStats, 1000);
@@ -89,12 +93,12 @@ async function start() {
 
 async function stop() {
   clearInterval(state.statsTimer);
-  if (state.sessionId) {
-    fetch(`/sessions/${state.sessionId}`, { method: "DELETE" }).catch(() => {});
+  if (state.leaveUrl) {
+    fetch(state.leaveUrl, { method: "DELETE" }).catch(() => {});
   }
   if (state.pc) state.pc.close();
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
-  Object.assign(state, { pc: null, sessionId: null, stream: null, last: null });
+  Object.assign(state, { pc: null, leaveUrl: null, stream: null, last: null });
   $("stats").textContent = "";
   $("start").disabled = false;
   $("stop").disabled = true;

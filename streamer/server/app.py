@@ -30,6 +30,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 
 from streamer.errors import StreamerError
+from streamer.server.channels import ChannelConfig
 from streamer.server.clock import Clock, MonotonicClock
 from streamer.server.metrics import Metrics
 from streamer.server.pipeline import PipelineConfig, SessionPipeline
@@ -57,6 +58,7 @@ class ServerConfig:
     connect_timeout_s: float = 15.0
     retry_after_s: int = 5
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    channels: ChannelConfig = field(default_factory=ChannelConfig)
     web_root: Path = WEB_ROOT
 
 
@@ -299,6 +301,11 @@ def create_app(
         await server.aclose()
 
     app.cleanup_ctx.append(lifecycle)
+    # Channels: their own module (it imports this one, hence the local import). Its cleanup
+    # is registered after the server's, so channels close before the scheduler stops.
+    from streamer.server.channel_routes import add_routes as add_channel_routes
+
+    add_channel_routes(app, server)
     app.router.add_get("/", get_index)
     app.router.add_static("/static/", config.web_root)
     app.router.add_get("/health", get_health)

@@ -31,6 +31,12 @@ def register(subparsers: Any) -> None:
         default=[],
         help="STUN/TURN URL (repeatable); none by default",
     )
+    p.add_argument(
+        "--max-queued-audio-s",
+        type=float,
+        default=120.0,
+        help="audio a channel's driver may queue ahead of playback (default 120 s)",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     from streamer.engine import EngineOptions
     from streamer.server.app import ServerConfig, create_app
+    from streamer.server.channels import ChannelConfig
+    from streamer.server.playout import PlayoutConfig
     from streamer.server.runtime import build_runtime
 
     providers = tuple(args.providers.split(",")) if args.providers else None
@@ -65,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         video_codec=args.codec,
         ice_servers=tuple(args.ice_server),
+        channels=ChannelConfig(playout=PlayoutConfig(max_queued_s=args.max_queued_audio_s)),
     )
     app = create_app(config, runtime)
     print(

@@ -114,6 +114,8 @@ class SessionPipeline:
         self._strength = 0.0
         self._started = False
         self._pad_pending = False
+        # Input frames before this one are rendered at rest (see `interrupt`).
+        self._rest_before_input = 0
         # (frame index, completion time) of recent windows; bounded to a few seconds.
         self._ready_at: collections.deque[tuple[int, float]] = collections.deque(maxlen=256)
         # (end sample index, arrival time) of recent pushes; bounded to ~12 s of packets.
@@ -184,7 +186,8 @@ class SessionPipeline:
         ready = self._mel.frames_ready()
         backlog = ready - self._next_input
         if backlog <= 0:
-            underrun = self._started
+            # backlog < 0 only after `interrupt`: waiting for new input is not an underrun.
+            underrun = self._started and backlog == 0
             if underrun:
                 self.stats.underruns += 1
             if underrun and self._strength > 0:
@@ -234,7 +237,9 @@ class SessionPipeline:
         ready_at = self._lookup_ready_at(i)
         if backlog == 1 and ready_at is not None:
             self._track_wait(now_s - ready_at)
-        is_speech = float(window.mean(axis=0).max()) > cfg.speech_threshold
+        is_speech = (
+            float(window.mean(axis=0).max()) > cfg.speech_threshold and i >= self._rest_before_input
+        )
         step = 1.0 / max(1, cfg.blend_frames)
         target = 1.0 if is_speech else 0.0
         if target > self._strength:
@@ -269,6 +274,22 @@ class SessionPipeline:
             heard_at,
             dropped=dropped,
         )
+
+    def interrupt(self) -> int:
+        """Drop every input frame not yet rendered and put the mouth at rest at once (no fade).
+
+        Returns the input sample index (16 kHz) up to which audio has been released. The next
+        frames are idle and silent until input pushed after this call is due. The windows of
+        the first frames after the cut still reach back into the dropped audio (the window
+        starts ``frame_offset`` frames early, plus half an STFT window), so they stay at rest.
+        """
+        spf = self.config.samples_per_frame
+        released = self._next_input * spf
+        cut = -(-self._ring.end_index // spf)  # the partly pushed frame goes too
+        self._next_input = max(self._next_input, cut)
+        self._rest_before_input = self._next_input + self._mel.frame_offset + 1
+        self._strength = 0.0
+        return released
 
     def _idle_after_gap(self, n: int, avatar_frame: int, silence: F32) -> FrameJob:
         self._strength = 0.0
