@@ -16,7 +16,12 @@ from collections.abc import Sequence
 from streamer.errors import StreamerError
 
 # Modules that define a ``register(subparsers)`` function, in the order of ``--help``.
-_COMMAND_MODULES = ("streamer.server.cli", "streamer.avatar.cli", "streamer.bench.cli")
+_COMMAND_MODULES = (
+    "streamer.server.cli",
+    "streamer.avatar.cli",
+    "streamer.bench.cli",
+    "streamer.offline.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
