@@ -19,6 +19,12 @@ FEATURE_RATE_HZ = 16_000
 OUTPUT_RATE_HZ = 48_000
 
 
+class AudioTooLongError(AudioFormatError):
+    """Audio that runs past a caller's limit."""
+
+    code = "audio_too_long"
+
+
 @dataclass(frozen=True)
 class DecodedAudio:
     """The first audio stream of a file, from its first sample, as float32 mono."""
@@ -35,7 +41,8 @@ def decode_audio(
     source: Path | str | BinaryIO, max_duration_s: float | None = None
 ) -> DecodedAudio:
     """Decode ``source`` (a path or a binary file object). Raises :class:`AudioFormatError`
-    when it holds no readable audio or (with ``max_duration_s``) runs longer than that."""
+    when it holds no readable audio, :class:`AudioTooLongError` when it runs longer than
+    ``max_duration_s``."""
     feature = AudioIngest(FEATURE_RATE_HZ)
     output = AudioIngest(OUTPUT_RATE_HZ)
     low: list[F32] = []
@@ -50,7 +57,7 @@ def decode_audio(
                 if max_duration_s is not None and feature.samples_emitted > (
                     max_duration_s * FEATURE_RATE_HZ
                 ):
-                    raise AudioFormatError(
+                    raise AudioTooLongError(
                         f"the audio is longer than the limit of {max_duration_s:g} s"
                     )
     except (av.FFmpegError, UnicodeDecodeError) as exc:
