@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "streamer.avatar.cli",
     "streamer.bench.cli",
     "streamer.offline.cli",
+    "streamer.soak.cli",
 )
 
 
