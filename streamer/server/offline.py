@@ -40,7 +40,6 @@ from streamer.offline.render import FramePlan, FrameRenderer, RenderOptions, pla
 from streamer.server.app import _NAME_RE, SERVER, HttpError, Server
 from streamer.server.inference import PriorityExecutor
 from streamer.server.lipsync import LipSyncRenderer
-from streamer.server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +113,12 @@ class RenderJobs:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        await cancel_and_wait(task)
+        if task is not None:
+            task.cancel()
+            # Not cancel_and_wait: at shutdown the app's own task is being cancelled, and
+            # re-raising that here makes aiohttp report a second cleanup error (the server's
+            # own is the first) and the process exit 1. wait() returns once the worker ended.
+            await asyncio.wait([task])
         self._encoder.shutdown(wait=True)
         shutil.rmtree(self._dir, ignore_errors=True)
 
