@@ -181,3 +181,12 @@ def test_the_clip_loops_on_packets_and_knows_its_onsets() -> None:
     burst[RATE_HZ : RATE_HZ + 4800] = 0.5
     burst[2 * RATE_HZ : 2 * RATE_HZ + 4800] = 0.5
     assert find_onsets(burst) == (RATE_HZ, 2 * RATE_HZ)
+
+
+def test_a_soak_without_a_server_says_so(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from streamer.cli import main
+
+    status = main(["soak", "--url", "http://127.0.0.1:9", "--out", str(tmp_path), "--peers", "1"])
+    assert status == 2
+    assert "cannot reach the server at http://127.0.0.1:9" in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()

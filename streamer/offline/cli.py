@@ -6,9 +6,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from streamer.errors import StreamerError
+
+if TYPE_CHECKING:
+    from streamer.offline.render import FrameRenderer
 
 
 def register(subparsers: Any) -> None:
@@ -51,8 +54,8 @@ class ProgressBar:
         self._stream.flush()
 
 
-def load_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> Any:
-    """The engine, the avatar and its crops for ``model``, as a ``FrameRenderer``."""
+def load_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> FrameRenderer:
+    """The engine (loaded and warmed), the avatar and its crops for ``model``. Blocking."""
     from streamer.avatar import ensure_default_avatar, load_avatar
     from streamer.engine import LipSyncEngine
     from streamer.offline.render import FrameRenderer

@@ -119,6 +119,10 @@ class RenderJobs:
             # re-raising that here makes aiohttp report a second cleanup error (the server's
             # own is the first) and the process exit 1. wait() returns once the worker ended.
             await asyncio.wait([task])
+        for job in self._jobs.values():
+            if job.state is JobState.QUEUED:  # never started: whoever waits gets an answer
+                job.state, job.error = JobState.FAILED, "The server shut down."
+                job.finished.set()
         self._encoder.shutdown(wait=True)
         shutil.rmtree(self._dir, ignore_errors=True)
 

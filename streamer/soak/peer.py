@@ -22,17 +22,24 @@ U8 = npt.NDArray[np.uint8]
 
 
 class MouthMeter:
-    """Mouth activity of a BGR frame: mean absolute difference, in the mouth box (every other
-    pixel), from the closest of the avatar's own frames. About 0 at rest, 5-10 when open."""
+    """Mouth activity of a BGR frame: mean absolute difference, in the mouth box, from the
+    closest of the avatar's own frames. About 2 at rest (codec noise), 5-10 when open.
+
+    Every fourth pixel each way is enough for a mean and keeps it to ~0.4 ms a frame: the
+    soak client shares the machine with the server it measures."""
+
+    STEP = 4
 
     def __init__(self, rest_frames: U8, box: tuple[int, int, int, int]) -> None:
         x0, y0, x1, y1 = box
+        k = self.STEP
         self._box = box
-        self._rest = np.asarray(rest_frames[:, y0:y1:2, x0:x1:2], np.float32)
+        self._rest = np.asarray(rest_frames[:, y0:y1:k, x0:x1:k], np.float32)
 
     def __call__(self, image: U8) -> float:
         x0, y0, x1, y1 = self._box
-        patch = image[y0:y1:2, x0:x1:2].astype(np.float32)[None]
+        k = self.STEP
+        patch = image[y0:y1:k, x0:x1:k].astype(np.float32)[None]
         return float(np.abs(self._rest - patch).mean(axis=(1, 2, 3)).min())
 
 

@@ -156,7 +156,10 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
             for k in range(config.peers):
                 peer = SoakPeer(f"peer{k + 1}", url, clip, meter, config.avatar)
                 peers.append(peer)
-                await peer.connect(http)
+                try:
+                    await peer.connect(http)
+                except (RuntimeError, aiohttp.ClientError) as exc:
+                    raise StreamerError(f"{peer.record.name} could not connect: {exc}") from exc
                 await asyncio.sleep(config.stagger_s)
             end_s = run_start_s + config.minutes * 60.0
             next_note_s = run_start_s + 60.0
