@@ -4,7 +4,8 @@ An upload (multipart, field ``audio``, optional field ``avatar``) is read into m
 size limit and decoded; inputs up to ``sync_max_duration_s`` are rendered at once and answered
 with the MP4, longer ones get a job id (202) to poll. One worker task renders one job at a
 time, in chunks of a few frames submitted to the inference executor at background priority:
-live ticks always run first, so a render never delays a tick by more than one chunk. The MP4
+live ticks always run first, so a render never delays a tick by more than one chunk (larger
+chunks while no session is live). The MP4
 is encoded in the job manager's own encoder thread (libx264 limited to one thread).
 Bounded: at most ``max_jobs`` waiting or running (more: 503 with Retry-After), at most
 ``keep_results`` finished jobs kept (the oldest file is deleted first).
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiohttp import BodyPartReader, web
 
 from streamer.errors import StreamerError
@@ -50,6 +52,7 @@ class RenderConfig:
     max_duration_s: float = 600.0
     sync_max_duration_s: float = 10.0  # longer inputs get a job id
     chunk_frames: int = 2  # frames per background model call (a tick waits at most this long)
+    idle_chunk_frames: int = 32  # ... while no session is live (a joining one waits once)
     max_jobs: int = 4  # waiting + running
     keep_results: int = 8  # finished jobs kept with their files
     encoder_threads: int = 1
@@ -206,18 +209,25 @@ class RenderJobs:
             path, width, height, options.fps, OUTPUT_RATE_HZ, threads=self.config.encoder_threads
         )
         per_frame = OUTPUT_RATE_HZ // options.fps
-        sound = job.audio.pcm_48k
+        # Silence fills the last frame, so both tracks last len(plan) frames.
+        sound = np.zeros(len(plan) * per_frame, np.float32)
+        sound[: job.audio.pcm_48k.shape[0]] = job.audio.pcm_48k[: sound.shape[0]]
         executor = self._server.executor
         assert isinstance(executor, PriorityExecutor)
+        scheduler = self._server.scheduler
         try:
-            for start in range(0, len(plan), options.batch_frames):
-                stop = min(len(plan), start + options.batch_frames)
+            start = 0
+            while start < len(plan):
+                chunk_frames = (
+                    self.config.chunk_frames if len(scheduler) else self.config.idle_chunk_frames
+                )
+                stop = min(len(plan), start + chunk_frames)
                 images = await asyncio.wrap_future(
                     executor.submit_background(frames.render, plan, start, stop)
                 )
                 chunk = sound[start * per_frame : stop * per_frame]
                 await loop.run_in_executor(self._encoder, writer.write, images, chunk)
-                job.frames_done = stop
+                job.frames_done = start = stop
         finally:
             await loop.run_in_executor(self._encoder, writer.close)
         job.path = path
