@@ -193,3 +193,19 @@ def test_render_command_rejects_a_file_without_audio(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "cannot read the audio" in done.stderr
+
+
+def test_bench_render_reports_multiples_of_real_time(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamer.cli import main
+
+    status = main(
+        ["bench", "render", "--seconds", "2", "--batch", "16", "--repeat", "1", "--no-record"]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    row = next(line for line in out.splitlines() if line.startswith("| builtin"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    frames, seconds, fps, speed = int(cells[3]), float(cells[4]), float(cells[5]), cells[6]
+    assert frames == 50
+    assert fps == pytest.approx(frames / seconds, rel=0.02)
+    assert float(speed.strip("*x")) == pytest.approx(2.0 / seconds, rel=0.02)

@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--avatar", default="default")
     p.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
-    p.add_argument("--batch", type=int, default=64, help="frames per model call")
+    p.add_argument("--batch", type=int, default=16, help="frames per model call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 

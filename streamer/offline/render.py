@@ -43,7 +43,8 @@ class RenderOptions:
     # The live path's defaults (streamer.server.pipeline.PipelineConfig); a test keeps them equal.
     speech_threshold: float = -2.6
     blend_frames: int = 3
-    batch_frames: int = 64  # frames per model call: large for throughput
+    # Frames per model call: on a CPU, 8-32 render fastest (docs/benchmarks.md, bench render).
+    batch_frames: int = 16
 
 
 @dataclass(frozen=True)
