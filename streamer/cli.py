@@ -21,6 +21,8 @@ _COMMAND_MODULES = (
     "streamer.server.live",
     "streamer.avatar.cli",
     "streamer.bench.cli",
+    "streamer.offline.cli",
+    "streamer.soak.cli",
 )
 
 
