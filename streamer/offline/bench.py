@@ -97,8 +97,8 @@ def _run(args: argparse.Namespace) -> int:
                     frames = len(plan)
                 active = float((plan.strengths > 0).mean())
                 row = (
-                    f"| {label} | {info.providers[0]} | {batch} | {frames} | {best_s:.2f} | "
-                    f"{frames / best_s:.0f} | **{args.seconds / best_s:.2f}x** | "
+                    f"| {label} | {info.providers[0]} | {batch} | {frames} | {best_s:.3f} | "
+                    f"{frames / best_s:.1f} | **{args.seconds / best_s:.2f}x** | "
                     f"{100 * active:.0f} % |"
                 )
                 rows.append(row)
