@@ -4,6 +4,12 @@
 const $ = (id) => document.getElementById(id);
 const state = { pc: null, leaveUrl: null, stream: null, statsTimer: null, last: null };
 
+// A server started with a token wants it on every call: open the page as /#token=... (the
+// fragment never leaves the browser) or /?token=...; it is sent as a bearer token.
+const token = new URLSearchParams(location.hash.slice(1)).get("token")
+  || new URLSearchParams(location.search).get("token");
+const auth = token ? { Authorization: `Bearer ${token}` } : {};
+
 function setStatus(text, cls) {
   $("status").textContent = text;
   $("status").className = `status ${cls}`;
@@ -73,7 +79,7 @@ async function start() {
     const url = channel ? `/channels/${encodeURIComponent(channel)}/publish` : "/offer";
     const response = await fetch(url, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...auth },
       body: JSON.stringify({
         sdp: pc.localDescription.sdp, type: "offer", avatar: $("avatar").value || undefined,
       }),
@@ -94,7 +100,7 @@ async function start() {
 async function stop() {
   clearInterval(state.statsTimer);
   if (state.leaveUrl) {
-    fetch(state.leaveUrl, { method: "DELETE" }).catch(() => {});
+    fetch(state.leaveUrl, { method: "DELETE", headers: auth }).catch(() => {});
   }
   if (state.pc) state.pc.close();
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());

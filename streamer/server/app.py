@@ -30,8 +30,11 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 
 from streamer.errors import StreamerError
+from streamer.server.access import AccessConfig, access_middleware, cors_middleware, public, viewer
 from streamer.server.channels import ChannelConfig
 from streamer.server.clock import Clock, MonotonicClock
+from streamer.server.http_errors import HttpError as HttpError  # re-exported: routes raise it
+from streamer.server.http_errors import error_response
 from streamer.server.metrics import Metrics
 from streamer.server.pipeline import PipelineConfig, SessionPipeline
 from streamer.server.render import Renderer
@@ -60,6 +63,7 @@ class ServerConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
     web_root: Path = WEB_ROOT
+    access: AccessConfig = field(default_factory=AccessConfig)  # token, viewers, CORS
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,6 @@ class Runtime:
     load_avatar: Callable[[str], object]  # raises AvatarError; loads (blocking) on first use
 
 
-class HttpError(StreamerError):
-    """An error with an HTTP status."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.headers = headers or {}
-
-
 _STATUS_BY_CODE = {
     "avatar_not_found": 404,
     "invalid_avatar_name": 400,
@@ -89,35 +83,60 @@ _STATUS_BY_CODE = {
 }
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+# Codes of the router's and aiohttp's own refusals, by status.
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _subject(request: web.Request) -> str:
+    """What a request is about, for its log line: a session, a channel, or nothing."""
+    info = request.match_info
+    for key, label in (("session_id", "session"), ("name", "channel"), ("job_id", "job")):
+        if key in info:
+            return f" ({label} {info[key]})"
+    return ""
 
 
 @web.middleware
 async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """Every error leaves as ``{"error": code, "message": ...}``; nothing else reaches clients.
+
+    Refusals (4xx, 503) are logged at INFO, one line with the session or channel; anything
+    unexpected is logged with its traceback and answered 500 without it.
+    """
+    headers: dict[str, str] = {}
     try:
         return await handler(request)
     except HttpError as exc:
-        return error_response(exc.status, exc.code, str(exc), exc.headers)
+        status, code, message, headers = exc.status, exc.code, str(exc), exc.headers
     except StreamerError as exc:
-        return error_response(_STATUS_BY_CODE.get(exc.code, 400), exc.code, str(exc))
-    except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "body_too_large", "The request body is too large.")
-    except web.HTTPNotFound:
-        return error_response(404, "not_found", f"No such resource: {request.path}")
-    except web.HTTPMethodNotAllowed:
-        return error_response(405, "method_not_allowed", f"{request.method} is not allowed here.")
+        status, code, message = _STATUS_BY_CODE.get(exc.code, 400), exc.code, str(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, "http_error", exc.reason)
+        status, code = exc.status, _CODE_BY_STATUS.get(exc.status, "http_error")
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        if status == 404:
+            message = f"No such resource: {request.path}"
+        elif status == 405:
+            message = f"{request.method} is not allowed here."
+        elif status == 413:
+            message = "The request body is too large."
+        else:
+            message = f"{exc.reason}."
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s%s", request.method, request.path, _subject(request))
         return error_response(500, "internal_error", "Internal server error.")
+    log.info("%s %s%s: %d %s", request.method, request.path, _subject(request), status, code)
+    return error_response(status, code, message, headers)
 
 
 class Server:
@@ -266,6 +285,7 @@ async def delete_session(request: web.Request) -> web.Response:
     return web.json_response({"session_id": session.session_id, "closed": True})
 
 
+@public
 async def get_health(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     return web.json_response(
@@ -279,19 +299,42 @@ async def get_health(request: web.Request) -> web.Response:
     )
 
 
+@viewer
 async def get_metrics(request: web.Request) -> web.Response:
     body = request.app[SERVER].metrics.render()
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
+@public
 async def get_index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[SERVER].config.web_root / "index.html")
+
+
+# The page assets: one flat folder of plain names (no sub-folders, no dot segments).
+_ASSET_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+
+
+@public
+async def get_static(request: web.Request) -> web.FileResponse:
+    """A page asset from the web root. Only plain file names in that folder are served, so no
+    request can name anything outside it; a missing file is a JSON 404 like any other."""
+    name = request.match_info["filename"]
+    path = request.app[SERVER].config.web_root / name
+    if not _ASSET_RE.match(name) or ".." in name or not path.is_file():
+        raise HttpError(404, "not_found", f"No such resource: {request.path}")
+    return web.FileResponse(path)
 
 
 def create_app(
     config: ServerConfig, runtime: Runtime, clock: Clock | None = None
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=config.max_body_bytes)
+    # CORS outermost (error responses carry it too), then errors, then the token check.
+    middlewares = [
+        cors_middleware(config.access.cors_origins),
+        errors_middleware,
+        access_middleware(config.access),
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     server = Server(config, runtime, clock or MonotonicClock())
     app[SERVER] = server
 
@@ -307,7 +350,7 @@ def create_app(
 
     add_channel_routes(app, server)
     app.router.add_get("/", get_index)
-    app.router.add_static("/static/", config.web_root)
+    app.router.add_get("/static/{filename}", get_static)
     app.router.add_get("/health", get_health)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/offer", post_offer)

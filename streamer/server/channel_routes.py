@@ -22,6 +22,7 @@ from prometheus_client import Gauge
 from streamer.audio.files import decode_audio_bytes
 from streamer.audio.ingest import AudioIngest, pcm_to_frame
 from streamer.errors import AudioFormatError
+from streamer.server.access import public, viewer
 from streamer.server.app import SERVER, HttpError, Server
 from streamer.server.channels import (
     Channel,
@@ -88,12 +89,14 @@ async def post_channel(request: web.Request) -> web.Response:
     return web.json_response(channel.describe(), status=201)
 
 
+@viewer
 async def list_channels(request: web.Request) -> web.Response:
     channels = _registry(request).channels.values()
     return web.json_response({"channels": [c.describe() for c in channels]})
 
 
 @_channel_errors
+@viewer
 async def get_channel(request: web.Request) -> web.Response:
     return web.json_response(_registry(request).get(request.match_info["name"]).describe())
 
@@ -106,6 +109,7 @@ async def delete_channel(request: web.Request) -> web.Response:
 
 
 @_channel_errors
+@viewer
 async def post_whep(request: web.Request) -> web.Response:
     """WHEP (RFC 9725's shape for playback): SDP offer in, 201 + Location + complete answer."""
     if request.content_type != "application/sdp":
@@ -126,6 +130,7 @@ async def post_whep(request: web.Request) -> web.Response:
 
 
 @_channel_errors
+@viewer
 async def delete_viewer(request: web.Request) -> web.Response:
     channel = _registry(request).get(request.match_info["name"])
     viewer = channel.viewers.get(request.match_info["viewer_id"])
@@ -333,6 +338,7 @@ async def channel_audio(request: web.Request) -> web.WebSocketResponse:
 
 
 @_channel_errors
+@public
 async def get_view(request: web.Request) -> web.FileResponse:
     check_channel_name(request.match_info["name"])
     return web.FileResponse(request.app[SERVER].config.web_root / "view.html")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,23 @@ def register(subparsers: Any) -> None:
         default=120.0,
         help="audio a channel's driver may queue ahead of playback (default 120 s)",
     )
+    add_access_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_access_arguments(parser: Any) -> None:
+    """The access flags shared by ``serve`` and ``live``."""
+    parser.add_argument(
+        "--public-viewers",
+        action="store_true",
+        help="viewers (WHEP, channel list, metrics) need no token even when one is set",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="allow cross-origin calls from this origin (repeatable; '*' for any); off by default",
+    )
 
 
 def set_video_bitrate(codec: str, bitrate_bps: int) -> None:
@@ -55,11 +72,13 @@ def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from streamer.engine import EngineOptions
+    from streamer.server.access import access_from_args
     from streamer.server.app import ServerConfig, create_app
     from streamer.server.channels import ChannelConfig
     from streamer.server.playout import PlayoutConfig
     from streamer.server.runtime import build_runtime
 
+    access = access_from_args(args, os.environ)  # refuses an exposed bind before loading
     providers = tuple(args.providers.split(",")) if args.providers else None
     runtime = build_runtime(
         args.avatars_dir, args.avatar, args.model, EngineOptions(providers=providers)
@@ -74,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         video_codec=args.codec,
         ice_servers=tuple(args.ice_server),
         channels=ChannelConfig(playout=PlayoutConfig(max_queued_s=args.max_queued_audio_s)),
+        access=access,
     )
     app = create_app(config, runtime)
     print(
