@@ -75,7 +75,7 @@ async def test_the_call_page_needs_and_uses_the_token(server, tmp_path: Path) ->
         assert len(app[SERVER].sessions) == 1
         await page.evaluate("document.getElementById('stop').click()")
         await page.wait_for("document.getElementById('status').textContent === 'idle'", 5)
-        # Its DELETE carried the token too: the session ends at once, not at a timeout.
+        # Stopping ends the session (its DELETE carries the token).
         for _ in range(50):
             if not app[SERVER].sessions:
                 break
