@@ -105,6 +105,7 @@ async def guarded(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]
 EXPECTED_LEVELS = {
     ("GET", "/"): Access.PUBLIC,
     ("GET", "/health"): Access.PUBLIC,
+    ("GET", "/openapi.json"): Access.PUBLIC,
     ("GET", "/view/{name}"): Access.PUBLIC,
     ("GET", "/static/{filename}"): Access.PUBLIC,
     ("GET", "/metrics"): Access.VIEWER,

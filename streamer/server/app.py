@@ -36,6 +36,7 @@ from streamer.server.clock import Clock, MonotonicClock
 from streamer.server.http_errors import HttpError as HttpError  # re-exported: routes raise it
 from streamer.server.http_errors import error_response
 from streamer.server.metrics import Metrics
+from streamer.server.openapi import get_openapi
 from streamer.server.pipeline import PipelineConfig, SessionPipeline
 from streamer.server.render import Renderer
 from streamer.server.scheduler import FrameScheduler
@@ -353,6 +354,7 @@ def create_app(
     app.router.add_get("/static/{filename}", get_static)
     app.router.add_get("/health", get_health)
     app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/openapi.json", get_openapi)
     app.router.add_post("/offer", post_offer)
     app.router.add_delete("/sessions/{session_id}", delete_session)
     return app

@@ -54,7 +54,10 @@ def _channel_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ChannelError as exc:
-            raise HttpError(exc.status, exc.code, str(exc)) from exc
+            headers = None
+            if exc.status == 503:  # a limit: say when to come back
+                headers = {"Retry-After": str(request.app[SERVER].config.retry_after_s)}
+            raise HttpError(exc.status, exc.code, str(exc), headers) from exc
         except AudioQueueFullError as exc:
             raise HttpError(413, exc.code, str(exc)) from exc
 
@@ -318,8 +321,10 @@ async def channel_audio(request: web.Request) -> web.WebSocketResponse:
             "bad_sample_rate",
             f"sample_rate must be one of {', '.join(map(str, PUSH_SAMPLE_RATES_HZ))} Hz.",
         )
-    channel = await registry.get_or_create(name)
     ws = web.WebSocketResponse(max_msg_size=registry.config.max_ws_message_bytes, heartbeat=20)
+    if not ws.can_prepare(request).ok:  # refused before a channel is created for it
+        raise HttpError(400, "not_a_websocket", "This endpoint is a WebSocket: send an upgrade.")
+    channel = await registry.get_or_create(name)
     driver = _PushDriver(channel, ws, rate_hz)
     claim: DriverClaim = channel.claim("websocket", driver.on_event, driver.on_revoke)
     sender: asyncio.Task[None] | None = None
