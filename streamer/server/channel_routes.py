@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiortc import RTCSessionDescription
 from prometheus_client import Gauge
 
@@ -31,6 +32,7 @@ from streamer.server.channels import (
     DriverClaim,
     ViewerNotFoundError,
     check_channel_name,
+    check_offer,
 )
 from streamer.server.pipeline import INPUT_RATE_HZ
 from streamer.server.playout import AudioQueueFullError, PlaybackEvent
@@ -120,6 +122,8 @@ async def post_whep(request: web.Request) -> web.Response:
     sdp = (await request.read()).decode("utf-8", errors="replace")
     if not sdp.strip():
         raise HttpError(400, "invalid_offer", "The body must be an SDP offer.")
+    check_channel_name(request.match_info["name"])
+    check_offer(sdp)  # before a channel is created for it
     registry = _registry(request)
     channel = await registry.get_or_create(request.match_info["name"])
     viewer, answer = await registry.add_viewer(channel, RTCSessionDescription(sdp, "offer"))
@@ -152,6 +156,8 @@ async def post_publish(request: web.Request) -> web.Response:
         raise HttpError(400, "invalid_offer", 'Expected {"sdp": "...", "type": "offer"}.')
     if "m=audio" not in sdp:
         raise HttpError(400, "no_audio", "The offer has no audio track to publish.")
+    check_channel_name(request.match_info["name"])
+    check_offer(sdp, audio_required=True)  # before a channel is created for it
     registry = _registry(request)
     channel = await registry.get_or_create(request.match_info["name"])
     viewer, answer = await registry.add_viewer(
@@ -171,19 +177,24 @@ async def _read_upload(request: web.Request, limit_bytes: int) -> bytes:
     """The uploaded file: the raw body, or the first part of a multipart form."""
     if request.content_length is not None and request.content_length > limit_bytes:
         raise HttpError(413, "body_too_large", f"Uploads are limited to {limit_bytes} bytes.")
-    if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        part = await reader.next()
-        if part is None or not hasattr(part, "read_chunk"):
-            raise HttpError(400, "unreadable_audio", "The form holds no file.")
-        stream_read = part.read_chunk
-    else:
-        stream_read = request.content.read
-    data = bytearray()
-    while chunk := await stream_read(64 * 1024):
-        data += chunk
-        if len(data) > limit_bytes:
-            raise HttpError(413, "body_too_large", f"Uploads are limited to {limit_bytes} bytes.")
+    try:
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            part = await reader.next()
+            if part is None or not hasattr(part, "read_chunk"):
+                raise HttpError(400, "unreadable_audio", "The form holds no file.")
+            stream_read = part.read_chunk
+        else:
+            stream_read = request.content.read
+        data = bytearray()
+        while chunk := await stream_read(64 * 1024):
+            data += chunk
+            if len(data) > limit_bytes:
+                raise HttpError(
+                    413, "body_too_large", f"Uploads are limited to {limit_bytes} bytes."
+                )
+    except (ValueError, AssertionError, HttpProcessingError) as exc:  # a malformed form
+        raise HttpError(400, "bad_form", "The multipart form cannot be read.") from exc
     return bytes(data)
 
 

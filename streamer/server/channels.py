@@ -32,6 +32,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
 
 from streamer.audio.ingest import AudioIngest
 from streamer.errors import AudioFormatError, StreamerError
@@ -109,6 +110,23 @@ class ChannelConfig:
     max_ws_message_bytes: int = 1024 * 1024
     # Events waiting to be sent to a slow driver: beyond this the oldest is dropped (logged).
     max_pending_events: int = 256
+
+
+def check_offer(sdp: str, audio_required: bool = False) -> None:
+    """Refuse an offer that cannot be answered, before anything is created for it.
+
+    Raises BadOfferError when ``sdp`` does not parse or has no video section (or, with
+    ``audio_required``, no audio one). aiortc's negotiation still has the last word.
+    """
+    try:
+        media = SessionDescription.parse(sdp).media
+    except Exception as exc:  # aiortc's parser raises anything, asserts included
+        raise BadOfferError("The offer is not valid SDP.") from exc
+    kinds = {m.kind for m in media}
+    if "video" not in kinds:
+        raise BadOfferError("The offer has no video to receive.")
+    if audio_required and "audio" not in kinds:
+        raise BadOfferError("The offer has no audio track to publish.")
 
 
 def check_channel_name(name: str) -> str:
