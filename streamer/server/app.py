@@ -31,7 +31,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from streamer.errors import StreamerError
 from streamer.server.access import AccessConfig, access_middleware, cors_middleware, public, viewer
-from streamer.server.channels import ChannelConfig
+from streamer.server.channels import ChannelConfig, ChannelError, check_offer
 from streamer.server.clock import Clock, MonotonicClock
 from streamer.server.http_errors import HttpError as HttpError  # re-exported: routes raise it
 from streamer.server.http_errors import error_response
@@ -184,6 +184,10 @@ class Server:
             raise HttpError(400, "no_audio", "The offer has no audio track to lip-sync.")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.runtime.load_avatar, avatar)
+        try:
+            check_offer(offer.sdp, audio_required=True, video_required=False)
+        except ChannelError as exc:  # the same checks as a channel's offers
+            raise HttpError(400, exc.code, str(exc)) from exc
         pc = RTCPeerConnection(
             RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in cfg.ice_servers])
         )
@@ -253,6 +257,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HttpError(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nesting deeper than the parser's stack
+        raise HttpError(400, "invalid_json", "The body is nested too deeply.") from exc
     if not isinstance(body, dict):
         raise HttpError(400, "invalid_json", "The body must be a JSON object.")
     return body

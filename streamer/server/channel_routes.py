@@ -77,6 +77,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         body = json.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HttpError(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nesting deeper than the parser's stack
+        raise HttpError(400, "invalid_json", "The body is nested too deeply.") from exc
     if not isinstance(body, dict):
         raise HttpError(400, "invalid_json", "The body must be a JSON object.")
     return body

@@ -112,21 +112,24 @@ class ChannelConfig:
     max_pending_events: int = 256
 
 
-def check_offer(sdp: str, audio_required: bool = False) -> None:
+def check_offer(sdp: str, audio_required: bool = False, video_required: bool = True) -> None:
     """Refuse an offer that cannot be answered, before anything is created for it.
 
-    Raises BadOfferError when ``sdp`` does not parse or has no video section (or, with
-    ``audio_required``, no audio one). aiortc's negotiation still has the last word.
+    Raises BadOfferError when ``sdp`` does not parse, lacks a required audio or video section,
+    or has a section without a DTLS fingerprint (it could never connect). aiortc's
+    negotiation still has the last word.
     """
     try:
         media = SessionDescription.parse(sdp).media
     except Exception as exc:  # aiortc's parser raises anything, asserts included
         raise BadOfferError("The offer is not valid SDP.") from exc
     kinds = {m.kind for m in media}
-    if "video" not in kinds:
+    if video_required and "video" not in kinds:
         raise BadOfferError("The offer has no video to receive.")
     if audio_required and "audio" not in kinds:
         raise BadOfferError("The offer has no audio track to publish.")
+    if any(m.dtls is None or not m.dtls.fingerprints for m in media):
+        raise BadOfferError("The offer has a media section without a DTLS fingerprint.")
 
 
 def check_channel_name(name: str) -> str:
