@@ -153,6 +153,7 @@ class Server:
         self.sessions: dict[str, Session] = {}
         self.started_at = time.monotonic()
         self._watchdogs: set[asyncio.Task[None]] = set()
+        self._watchdog_of: dict[str, asyncio.Task[None]] = {}  # by session id, until answered
 
     async def start(self) -> None:
         self.scheduler.start()
@@ -213,6 +214,8 @@ class Server:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("session %s: connection %s", session_id, pc.connectionState)
+            if pc.connectionState in ("connected", "failed", "closed"):
+                self._end_watchdog(session_id)  # its question is answered
             if pc.connectionState in ("failed", "closed"):
                 session.close_soon()
 
@@ -229,14 +232,27 @@ class Server:
             self._connect_watchdog(session), name=f"watchdog-{session_id}"
         )
         self._watchdogs.add(watchdog)
+        self._watchdog_of[session_id] = watchdog
         watchdog.add_done_callback(self._watchdogs.discard)
         log.info(
             "session %s: started with avatar %s (%d live)", session_id, avatar, len(self.sessions)
         )
         return session, pc.localDescription
 
+    def _end_watchdog(self, session_id: str) -> None:
+        """Cancel a session's connect watchdog (it ends at once; aclose() awaits the rest).
+
+        Without this, every session that connected or left would keep a sleeping task for
+        the whole connect timeout.
+        """
+        task = self._watchdog_of.pop(session_id, None)
+        if task is not None:
+            task.cancel()
+
     async def _connect_watchdog(self, session: Session) -> None:
         await asyncio.sleep(self.config.connect_timeout_s)
+        # From here on it closes the session itself: no state change may cancel it midway.
+        self._watchdog_of.pop(session.session_id, None)
         if session.pc.connectionState != "connected" and session.session_id in self.sessions:
             log.warning(
                 "session %s: not connected after %.0f s, closing",

@@ -413,6 +413,7 @@ class ChannelRegistry:
         self.config = config
         self._connect_timeout_s = connect_timeout_s
         self._watchdogs: set[asyncio.Task[None]] = set()
+        self._watchdog_of: dict[str, asyncio.Task[None]] = {}  # by viewer id, until answered
         self._scheduler = scheduler
         self._renderer = renderer
         self._clock = clock
@@ -508,6 +509,8 @@ class ChannelRegistry:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("channel %s: viewer %s %s", channel.name, viewer.viewer_id, pc.connectionState)
+            if pc.connectionState in ("connected", "failed", "closed"):
+                self._end_watchdog(viewer.viewer_id)  # its question is answered
             if pc.connectionState in ("failed", "closed"):
                 viewer.close_soon()
 
@@ -524,6 +527,7 @@ class ChannelRegistry:
             self._connect_watchdog(viewer), name=f"channel-{channel.name}-watch-{viewer.viewer_id}"
         )
         self._watchdogs.add(watchdog)
+        self._watchdog_of[viewer.viewer_id] = watchdog
         watchdog.add_done_callback(self._watchdogs.discard)
         log.info(
             "channel %s: viewer %s joined (%d watching)",
@@ -533,9 +537,21 @@ class ChannelRegistry:
         )
         return viewer, pc.localDescription
 
+    def _end_watchdog(self, viewer_id: str) -> None:
+        """Cancel a viewer's connect watchdog (it ends at once; aclose() awaits the rest).
+
+        Without this, every viewer that connected or left would keep a sleeping task for
+        the whole connect timeout.
+        """
+        task = self._watchdog_of.pop(viewer_id, None)
+        if task is not None:
+            task.cancel()
+
     async def _connect_watchdog(self, viewer: Viewer) -> None:
         # A viewer that never connects (an answer never applied) must not hold its slot.
         await asyncio.sleep(self._connect_timeout_s)
+        # From here on it closes the viewer itself: no state change may cancel it midway.
+        self._watchdog_of.pop(viewer.viewer_id, None)
         if viewer.pc.connectionState != "connected":
             log.warning(
                 "channel %s: viewer %s not connected after %.0f s, closing",
