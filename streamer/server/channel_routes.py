@@ -395,6 +395,7 @@ def add_routes(app: web.Application, server: Server) -> None:
     _add_metrics(server, registry)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        registry.start()
         yield
         await registry.aclose()  # registered after the server's: runs before it closes
 

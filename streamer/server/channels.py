@@ -14,6 +14,7 @@ with :class:`ChannelBusyError` (409).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -110,6 +111,9 @@ class ChannelConfig:
     max_ws_message_bytes: int = 1024 * 1024
     # Events waiting to be sent to a slow driver: beyond this the oldest is dropped (logged).
     max_pending_events: int = 256
+    # A channel with no viewer, no driver and no queued audio for this long is deleted (its
+    # frames cost CPU for no one); None keeps idle channels forever.
+    idle_timeout_s: float | None = 600.0
 
 
 def check_offer(sdp: str, audio_required: bool = False, video_required: bool = True) -> None:
@@ -372,6 +376,11 @@ class Channel:
         """Whether driver audio is still queued or on its way to the viewers."""
         return self._pipeline.has_pending_audio
 
+    @property
+    def is_idle(self) -> bool:
+        """No viewer, no driver, nothing queued: its frames are produced for no one."""
+        return not self.viewers and self.driver is None and not self.has_pending_audio
+
     # Viewers
     def viewer_joined(self, viewer: Viewer) -> None:
         self.viewers[viewer.viewer_id] = viewer
@@ -390,6 +399,26 @@ class Channel:
             "queued_s": round(self.queued_s, 3),
             "frames": self.frames_produced,
         }
+
+
+class IdleTracker:
+    """Which names have been idle for at least ``timeout_s``. Pure: the caller says what is
+    busy and what time it is (seconds on the app's one clock)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._idle_since_s: dict[str, float] = {}
+
+    def expired(self, busy_by_name: dict[str, bool], now_s: float) -> list[str]:
+        """Names idle since at least ``timeout_s`` ago; busy or vanished names are forgotten."""
+        for name in self._idle_since_s.keys() - busy_by_name.keys():
+            del self._idle_since_s[name]
+        for name, busy in busy_by_name.items():
+            if busy:
+                self._idle_since_s.pop(name, None)
+            else:
+                self._idle_since_s.setdefault(name, now_s)
+        return [n for n, t in self._idle_since_s.items() if now_s - t >= self.timeout_s]
 
 
 class ChannelRegistry:
@@ -425,6 +454,26 @@ class ChannelRegistry:
         self._video_codec = video_codec
         self.channels: dict[str, Channel] = {}
         self._lock = asyncio.Lock()
+        self._reaper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start deleting idle channels (when ``config.idle_timeout_s`` is set)."""
+        if self.config.idle_timeout_s is not None and self._reaper is None:
+            self._reaper = asyncio.create_task(
+                self._reap_idle(self.config.idle_timeout_s), name="channel-idle-reaper"
+            )
+
+    async def _reap_idle(self, timeout_s: float) -> None:
+        tracker = IdleTracker(timeout_s)
+        period_s = min(5.0, timeout_s / 4)
+        while True:
+            await self._clock.sleep_until(self._clock.now() + period_s)
+            busy = {name: not c.is_idle for name, c in self.channels.items()}
+            for name in tracker.expired(busy, self._clock.now()):
+                log.info("channel %s: idle for %.0f s (no viewer, driver or audio), deleting",
+                         name, timeout_s)  # fmt: skip
+                with contextlib.suppress(ChannelNotFoundError):  # deleted meanwhile
+                    await self.delete(name)
 
     def get(self, name: str) -> Channel:
         channel = self.channels.get(check_channel_name(name))
@@ -569,6 +618,8 @@ class ChannelRegistry:
                 await channel.driver.revoke()
 
     async def aclose(self) -> None:
+        await cancel_and_wait(self._reaper)
+        self._reaper = None
         for task in list(self._watchdogs):
             await cancel_and_wait(task)
         for name in list(self.channels):
