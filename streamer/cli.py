@@ -21,6 +21,8 @@ _COMMAND_MODULES = (
     "streamer.server.live",
     "streamer.avatar.cli",
     "streamer.bench.cli",
+    "streamer.offline.cli",
+    "streamer.soak.cli",
 )
 
 
@@ -43,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # aioice logs every ICE candidate pair check at INFO: a dozen lines per peer.
+        for chatty in ("aioice", "aiortc"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         status: int = args.func(args)
     except StreamerError as exc:

@@ -43,7 +43,7 @@ from streamer.server.runtime import build_runtime
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "fuzz-token-0123456789abcdef"
 EXAMPLES = int(os.environ.get("AVATAR_STREAMER_FUZZ_EXAMPLES", "30"))
-LIMIT_CODES = {"too_many_sessions", "too_many_channels", "too_many_viewers"}
+LIMIT_CODES = {"too_many_sessions", "too_many_channels", "too_many_viewers", "render_busy"}
 
 # SDP bodies: arbitrary text, and offers built from real SDP lines in hostile orders and
 # sizes (missing sections, absurd ports and payload types, huge attribute lines).

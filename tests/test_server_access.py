@@ -121,6 +121,9 @@ EXPECTED_LEVELS = {
     ("GET", "/channels/{name}/audio"): Access.CONTROL,
     ("POST", "/channels/{name}/speak"): Access.CONTROL,
     ("POST", "/channels/{name}/interrupt"): Access.CONTROL,
+    ("POST", "/render"): Access.CONTROL,
+    ("GET", "/render/{job_id}"): Access.CONTROL,
+    ("GET", "/render/{job_id}/result"): Access.CONTROL,
 }
 
 
@@ -161,6 +164,9 @@ CONTROL_CALLS = [
     ("GET", "/channels/x/audio?sample_rate=16000", {}),
     ("POST", "/channels/x/speak", {"data": b"RIFF"}),
     ("POST", "/channels/x/interrupt", {}),
+    ("POST", "/render", {"data": b"x", "headers": {"Content-Type": "multipart/form-data"}}),
+    ("GET", "/render/abc", {}),
+    ("GET", "/render/abc/result", {}),
 ]
 VIEWER_CALLS = [
     ("GET", "/metrics", {}),

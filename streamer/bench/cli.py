@@ -14,6 +14,7 @@ _KIND_MODULES = (
     "streamer.avatar.bench",
     "streamer.engine.bench",
     "streamer.bench.pipeline",
+    "streamer.offline.bench",
     "streamer.bench.churn",
 )
 

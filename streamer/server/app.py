@@ -8,7 +8,6 @@ executor. No module-level mutable state.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import re
@@ -17,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiortc import (
@@ -35,6 +34,7 @@ from streamer.server.channels import ChannelConfig, ChannelError, check_offer
 from streamer.server.clock import Clock, MonotonicClock
 from streamer.server.http_errors import HttpError as HttpError  # re-exported: routes raise it
 from streamer.server.http_errors import error_response
+from streamer.server.inference import PriorityExecutor
 from streamer.server.metrics import Metrics
 from streamer.server.openapi import get_openapi
 from streamer.server.pipeline import PipelineConfig, SessionPipeline
@@ -42,6 +42,9 @@ from streamer.server.render import Renderer
 from streamer.server.scheduler import FrameScheduler
 from streamer.server.session import Session
 from streamer.server.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from streamer.server.offline import RenderConfig
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +151,8 @@ class Server:
         self.runtime = runtime
         self.clock = clock
         self.metrics = Metrics()
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inference")
+        # One thread runs every model call: live ticks first, offline renders in between.
+        self.executor = PriorityExecutor("inference")
         self.scheduler = FrameScheduler(clock, runtime.renderer, self.metrics, self.executor)
         self.sessions: dict[str, Session] = {}
         self.started_at = time.monotonic()
@@ -349,7 +353,10 @@ async def get_static(request: web.Request) -> web.FileResponse:
 
 
 def create_app(
-    config: ServerConfig, runtime: Runtime, clock: Clock | None = None
+    config: ServerConfig,
+    runtime: Runtime,
+    clock: Clock | None = None,
+    render: RenderConfig | None = None,
 ) -> web.Application:
     # CORS outermost (error responses carry it too), then errors, then the token check.
     middlewares = [
@@ -379,4 +386,8 @@ def create_app(
     app.router.add_get("/openapi.json", get_openapi)
     app.router.add_post("/offer", post_offer)
     app.router.add_delete("/sessions/{session_id}", delete_session)
+    # Offline renders (POST /render, GET /render/{id}); that module imports this one.
+    from streamer.server.offline import add_routes as add_render_routes
+
+    add_render_routes(app, render)
     return app

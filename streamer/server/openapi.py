@@ -20,10 +20,11 @@ _ERROR_CODES = {
     401: "The route needs the server's token (Authorization: Bearer ...).",
     404: "No such resource (session, channel, viewer, avatar, route).",
     405: "The method is not allowed on this route.",
-    409: "Conflict: the channel exists, or already has a driver.",
+    409: "Conflict: the channel exists or has a driver; the render is not finished.",
     413: "The body (or queued audio) exceeds its limit.",
     415: "Wrong Content-Type.",
-    503: "At a limit (sessions, channels, viewers); retry after Retry-After seconds.",
+    500: "A render failed (its job says why); never an unhandled error.",
+    503: "At a limit (sessions, channels, viewers, renders); retry after Retry-After seconds.",
 }
 
 
@@ -305,6 +306,57 @@ def describe_api() -> dict[str, Any]:
                 c,
                 {"200": _json(_OBJECT, "Interrupted"), **_errors(400, 401, 404)},
                 parameters=[_name()],
+            )
+        },
+        "/render": {
+            "post": _op(
+                "Render an audio file to an MP4 of the avatar (short: the file; long: a job)",
+                c,
+                {
+                    "200": {
+                        "description": "The MP4",
+                        "content": {"video/mp4": {"schema": {"type": "string"}}},
+                    },
+                    "202": _json(_OBJECT, "Queued: poll status_url"),
+                    **_errors(400, 401, 404, 413, 415, 500, 503),
+                },
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["audio"],
+                                "properties": {
+                                    "audio": {"type": "string", "format": "binary"},
+                                    "avatar": {"type": "string", "pattern": NAME_PATTERN},
+                                },
+                            }
+                        }
+                    },
+                },
+            )
+        },
+        "/render/{job_id}": {
+            "get": _op(
+                "A render job's status",
+                c,
+                {"200": _json(_OBJECT, "The job"), **_errors(401, 404)},
+                parameters=[_id("job_id", "From POST /render")],
+            )
+        },
+        "/render/{job_id}/result": {
+            "get": _op(
+                "A finished render's MP4",
+                c,
+                {
+                    "200": {
+                        "description": "The MP4",
+                        "content": {"video/mp4": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 404, 409, 500),
+                },
+                parameters=[_id("job_id", "From POST /render")],
             )
         },
         "/view/{name}": {

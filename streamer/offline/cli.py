@@ -1,0 +1,97 @@
+"""``avatar-streamer render AUDIO --avatar NAME [--model PATH] -o out.mp4``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from streamer.errors import StreamerError
+
+if TYPE_CHECKING:
+    from streamer.offline.render import FrameRenderer
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("render", help="render an audio file to a lip-synced MP4")
+    p.add_argument("audio", type=Path, help="any audio file PyAV (FFmpeg) reads")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the MP4 to write")
+    p.add_argument("--avatar", default="default")
+    p.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
+    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
+    p.add_argument("--batch", type=int, default=16, help="frames per model call")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run)
+
+
+class ProgressBar:
+    """A one-line progress bar with frames per second and ETA, redrawn at most 10 times a second."""
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self._stream = stream
+        self._width = width
+        self._started = time.monotonic()
+        self._drawn = 0.0
+
+    def __call__(self, frames_done: int, frames_total: int) -> None:
+        now = time.monotonic()
+        if frames_done < frames_total and now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        elapsed_s = max(1e-6, now - self._started)
+        fps = frames_done / elapsed_s
+        eta_s = (frames_total - frames_done) / fps if fps > 0 else float("inf")
+        filled = round(self._width * frames_done / max(1, frames_total))
+        bar = "#" * filled + "." * (self._width - filled)
+        self._stream.write(
+            f"\r[{bar}] {frames_done}/{frames_total} frames  {fps:6.1f} fps  "
+            f"{fps / 25:5.1f}x real time  ETA {eta_s:5.1f} s"
+        )
+        if frames_done >= frames_total:
+            self._stream.write("\n")
+        self._stream.flush()
+
+
+def load_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> FrameRenderer:
+    """The engine (loaded and warmed), the avatar and its crops for ``model``. Blocking."""
+    from streamer.avatar import ensure_default_avatar, load_avatar
+    from streamer.engine import LipSyncEngine
+    from streamer.offline.render import FrameRenderer
+
+    engine = LipSyncEngine(model)
+    loaded = (
+        ensure_default_avatar(avatars_dir)
+        if avatar == "default"
+        else load_avatar(avatar, avatars_dir)
+    )
+    crops = loaded.crops(engine.info.crop, engine.info.face_size_px)
+    return FrameRenderer(engine, loaded, crops)
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamer.offline.audio import decode_audio
+    from streamer.offline.render import RenderOptions, render_mp4
+
+    if not args.audio.is_file():
+        raise StreamerError(f"no such audio file: {args.audio}")
+    renderer = load_renderer(args.model, args.avatar, args.avatars_dir)
+    audio = decode_audio(args.audio)
+    started = time.monotonic()
+    progress = None if args.no_progress else ProgressBar(sys.stderr)
+    plan = render_mp4(
+        audio,
+        renderer,
+        renderer.engine.info.mel_frame_offset,
+        args.output,
+        RenderOptions(batch_frames=args.batch),
+        progress,
+    )
+    took_s = time.monotonic() - started
+    print(
+        f"{args.output}: {len(plan)} frames ({plan.duration_s:.2f} s) in {took_s:.2f} s, "
+        f"{plan.duration_s / max(took_s, 1e-9):.1f}x real time",
+        file=sys.stderr,
+    )
+    return 0

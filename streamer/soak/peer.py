@@ -1,0 +1,94 @@
+"""A soak client peer: a real aiortc call that measures what it receives as it arrives.
+
+It sends the clip in a loop (real time, 20 ms packets) like :class:`LoopbackPeer` and keeps
+only numbers per received frame and packet: arrival time, pts, mouth activity (how far the
+mouth region is from the avatar at rest), audio RMS. Hours of video cost megabytes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import av
+import numpy as np
+import numpy.typing as npt
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from streamer.bench.peer import FRAME_SAMPLES, RATE_HZ, LoopbackPeer
+from streamer.soak.analysis import PeerRecord
+from streamer.soak.clip import SoakClip
+
+U8 = npt.NDArray[np.uint8]
+
+
+class MouthMeter:
+    """Mouth activity of a BGR frame: mean absolute difference, in the mouth box, from the
+    closest of the avatar's own frames. About 2 at rest (codec noise), 5-10 when open.
+
+    Every fourth pixel each way is enough for a mean and keeps it to ~0.4 ms a frame: the
+    soak client shares the machine with the server it measures."""
+
+    STEP = 4
+
+    def __init__(self, rest_frames: U8, box: tuple[int, int, int, int]) -> None:
+        x0, y0, x1, y1 = box
+        k = self.STEP
+        self._box = box
+        self._rest = np.asarray(rest_frames[:, y0:y1:k, x0:x1:k], np.float32)
+
+    def __call__(self, image: U8) -> float:
+        x0, y0, x1, y1 = self._box
+        k = self.STEP
+        patch = image[y0:y1:k, x0:x1:k].astype(np.float32)[None]
+        return float(np.abs(self._rest - patch).mean(axis=(1, 2, 3)).min())
+
+
+class SoakPeer(LoopbackPeer):
+    """One looping, measuring client call. ``connect``/``aclose`` as :class:`LoopbackPeer`."""
+
+    def __init__(self, name: str, base_url: str, clip: SoakClip, meter: MouthMeter, avatar: str):
+        super().__init__(base_url, clip.pcm, loop=True, keep_frames=False, avatar=avatar)
+        self.clip = clip
+        self.meter = meter
+        self.record = PeerRecord(name=name, answered_at_s=0.0)
+
+    def onsets_sent_at_s(self) -> list[float]:
+        """Send times of every speech onset played so far (the clip loops on packet bounds)."""
+        sent = self.track.sent_at_s
+        period = self.clip.pcm.shape[0] // FRAME_SAMPLES
+        out = []
+        for loop_start in range(0, len(sent), period):
+            for onset in self.clip.onset_samples:
+                k = loop_start + onset // FRAME_SAMPLES
+                if k < len(sent):
+                    out.append(sent[k] + (onset % FRAME_SAMPLES) / RATE_HZ)
+        return sorted(out)
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        rec = self.record
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, av.VideoFrame)
+            rec.video_at_s.append(time.monotonic())
+            rec.video_pts.append(int(frame.pts or 0))
+            rec.mouth.append(self.meter(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)))
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        rec = self.record
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, av.AudioFrame)
+            rec.audio_at_s.append(time.monotonic())
+            pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
+            rec.audio_rms.append(float(np.sqrt(np.mean((pcm.astype(np.float64) / 32768) ** 2))))
+
+    def finish(self) -> PeerRecord:
+        self.record.answered_at_s = self.answered_at_s or 0.0
+        self.record.onsets_sent_at_s = self.onsets_sent_at_s()
+        return self.record

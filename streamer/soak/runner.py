@@ -1,0 +1,294 @@
+"""Run a soak: peers and a /metrics scraper for a bounded time, then the report.
+
+The thin asyncio shell around :mod:`streamer.soak.analysis`: it owns the peers and the
+scraper task, ends them all (each awaited) when the time is up or on any failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from streamer.bench import promtext
+from streamer.bench.report import machine_description
+from streamer.errors import StreamerError
+from streamer.server.tasks import cancel_and_wait
+from streamer.soak.analysis import (
+    AnalysisOptions,
+    Check,
+    PeerFigures,
+    Thresholds,
+    evaluate,
+    peer_figures,
+    rss_growth,
+)
+from streamer.soak.clip import SoakClip, make_clip
+from streamer.soak.peer import MouthMeter, SoakPeer
+
+log = logging.getLogger(__name__)
+
+LATENCY = "avatar_frame_latency_seconds"
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    url: str
+    peers: int
+    minutes: float
+    out_dir: Path
+    clip: Path | None = None
+    avatar: str = "default"
+    avatars_dir: Path = Path("avatars")
+    scrape_every_s: float = 5.0
+    stagger_s: float = 0.5
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+
+
+@dataclass
+class ServerSample:
+    t_s: float
+    latency_buckets: list[tuple[float, float]]
+    frames: float
+    dropped: float
+    late_ticks: float
+    underruns: float
+    sessions: float
+    rss_bytes: float
+    open_fds: float
+    threads: float
+    asyncio_tasks: float
+
+
+def _sample(t_s: float, text: str) -> ServerSample:
+    m = promtext.parse(text)
+    return ServerSample(
+        t_s=t_s,
+        latency_buckets=promtext.buckets(m, LATENCY),
+        frames=promtext.value(m, "avatar_frames_total"),
+        dropped=promtext.value(m, "avatar_input_frames_dropped_total"),
+        late_ticks=promtext.value(m, "avatar_ticks_late_total"),
+        underruns=promtext.value(m, "avatar_audio_underruns_total"),
+        sessions=promtext.value(m, "avatar_sessions"),
+        rss_bytes=promtext.value(m, "avatar_process_resident_memory_bytes"),
+        open_fds=promtext.value(m, "avatar_process_open_fds"),
+        threads=promtext.value(m, "avatar_process_threads"),
+        asyncio_tasks=promtext.value(m, "avatar_asyncio_tasks"),
+    )
+
+
+async def _scrape_forever(
+    http: aiohttp.ClientSession, url: str, every_s: float, into: list[ServerSample]
+) -> None:
+    t0 = time.monotonic()
+    k = 0
+    while True:
+        await asyncio.sleep(max(0.0, t0 + k * every_s - time.monotonic()))
+        k += 1
+        try:
+            async with http.get(f"{url}/metrics") as r:
+                text = await r.text()
+        except aiohttp.ClientError as exc:
+            log.warning("soak: /metrics scrape failed: %s", exc)
+            continue
+        into.append(_sample(time.monotonic(), text))
+
+
+def _meter_for(health: dict[str, Any], avatar: str, avatars_dir: Path) -> MouthMeter:
+    """The mouth box and rest frames of the avatar the server renders (from a local cache)."""
+    from streamer.avatar import AvatarError, ensure_default_avatar, load_avatar
+    from streamer.crop import CropConvention
+
+    model = health.get("model") or {}
+    try:
+        loaded = (
+            ensure_default_avatar(avatars_dir)
+            if avatar == "default"
+            else load_avatar(avatar, avatars_dir)
+        )
+    except AvatarError as exc:
+        raise StreamerError(
+            f"the soak measures the mouth against the avatar's own frames and needs its cache "
+            f"here: {exc}"
+        ) from exc
+    crops = loaded.crops(CropConvention(model["crop"]), int(model["face_size_px"]))
+    box = crops.boxes.mean(axis=0)
+    h, w = loaded.frames.shape[1:3]
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(w, int(box[2])), min(h, int(box[3]))
+    return MouthMeter(np.asarray(loaded.frames), (x0, y0, x1, y1))
+
+
+async def run_soak(config: SoakConfig) -> dict[str, Any]:
+    """Run the soak and return the report (also written to ``out_dir/report.json``)."""
+    url = config.url.rstrip("/")
+    loop = asyncio.get_running_loop()
+    clip: SoakClip = await loop.run_in_executor(None, make_clip, config.clip)
+    if not clip.onset_samples:
+        raise StreamerError("the soak clip has no speech onset after a silence")
+    samples: list[ServerSample] = []
+    peers: list[SoakPeer] = []
+    started_wall = dt.datetime.now(dt.UTC)
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.get(f"{url}/health") as r:
+                health = await r.json()
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise StreamerError(f"cannot reach the server at {url}: {exc}") from exc
+        meter = await loop.run_in_executor(
+            None, _meter_for, health, config.avatar, config.avatars_dir
+        )
+        run_start_s = time.monotonic()
+        scraper = asyncio.create_task(
+            _scrape_forever(http, url, config.scrape_every_s, samples), name="soak-scraper"
+        )
+        try:
+            for k in range(config.peers):
+                peer = SoakPeer(f"peer{k + 1}", url, clip, meter, config.avatar)
+                peers.append(peer)
+                try:
+                    await peer.connect(http)
+                except (RuntimeError, aiohttp.ClientError) as exc:
+                    raise StreamerError(f"{peer.record.name} could not connect: {exc}") from exc
+                await asyncio.sleep(config.stagger_s)
+            end_s = run_start_s + config.minutes * 60.0
+            next_note_s = run_start_s + 60.0
+            while (now := time.monotonic()) < end_s:
+                await asyncio.sleep(min(end_s, next_note_s) - now)
+                if time.monotonic() >= next_note_s:
+                    next_note_s += 60.0
+                    log.info(
+                        "soak: %.1f of %g min, frames received %s",
+                        (time.monotonic() - run_start_s) / 60,
+                        config.minutes,
+                        [len(p.record.video_at_s) for p in peers],
+                    )
+            run_end_s = time.monotonic()
+        finally:
+            await cancel_and_wait(scraper)
+            for peer in peers:
+                try:
+                    await peer.aclose(http)
+                except aiohttp.ClientError as exc:
+                    log.warning("soak: closing %s: %s", peer.record.name, exc)
+                    await peer.aclose()
+    return build_report(config, clip, peers, samples, run_start_s, run_end_s, started_wall)
+
+
+def server_figures(
+    samples: list[ServerSample], run_start_s: float, warmup_end_s: float
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Server figures after warm-up and the server's series over time."""
+    steady = [s for s in samples if s.t_s >= warmup_end_s]
+    p99_ms = math.nan
+    if len(steady) >= 2:
+        window = promtext.diff(steady[-1].latency_buckets, steady[0].latency_buckets)
+        p99_ms = promtext.quantile(window, 0.99) * 1e3
+    interval_p99: list[float | None] = [None]
+    for a, b in itertools.pairwise(samples):
+        q = promtext.quantile(promtext.diff(b.latency_buckets, a.latency_buckets), 0.99)
+        interval_p99.append(None if math.isnan(q) else q * 1e3)
+    t = np.asarray([s.t_s for s in samples])
+    rss = np.asarray([s.rss_bytes for s in samples])
+    pct_h, growth_mb = rss_growth(t, rss, warmup_end_s) if samples else (math.nan, math.nan)
+    first, last = (steady[0], steady[-1]) if len(steady) >= 2 else (None, None)
+
+    def delta(name: str) -> float | None:
+        if first is None or last is None:
+            return None
+        return float(getattr(last, name) - getattr(first, name))
+
+    figures = {
+        "frame_latency_p99_ms": None if math.isnan(p99_ms) else p99_ms,
+        "frames": delta("frames"),
+        "input_frames_dropped": delta("dropped"),
+        "late_ticks": delta("late_ticks"),
+        "audio_underruns": delta("underruns"),
+        "rss_mb_start": None if first is None else first.rss_bytes / 1e6,
+        "rss_mb_end": None if last is None else last.rss_bytes / 1e6,
+        "rss_growth_pct_per_h": None if math.isnan(pct_h) else pct_h,
+        "rss_growth_mb": None if math.isnan(growth_mb) else growth_mb,
+        "open_fds_max": max((s.open_fds for s in samples), default=None),
+        "threads_max": max((s.threads for s in samples), default=None),
+        "asyncio_tasks_max": max((s.asyncio_tasks for s in samples), default=None),
+    }
+    series = {
+        "t_s": (t - run_start_s).tolist(),
+        "frame_latency_p99_ms": interval_p99,
+        "input_frames_dropped": [s.dropped for s in samples],
+        "late_ticks": [s.late_ticks for s in samples],
+        "audio_underruns": [s.underruns for s in samples],
+        "rss_mb": (rss / 1e6).tolist(),
+        "open_fds": [s.open_fds for s in samples],
+        "threads": [s.threads for s in samples],
+        "asyncio_tasks": [s.asyncio_tasks for s in samples],
+        "sessions": [s.sessions for s in samples],
+    }
+    return figures, series
+
+
+def build_report(
+    config: SoakConfig,
+    clip: SoakClip,
+    peers: list[SoakPeer],
+    samples: list[ServerSample],
+    run_start_s: float,
+    run_end_s: float,
+    started_wall: dt.datetime,
+) -> dict[str, Any]:
+    opts = config.analysis
+    peer_results: list[PeerFigures] = []
+    peer_series: dict[str, dict[str, list[float]]] = {}
+    for peer in peers:
+        figures, series = peer_figures(peer.finish(), run_start_s, run_end_s, opts)
+        peer_results.append(figures)
+        peer_series[figures.name] = series
+    warmup_end_s = run_start_s + opts.warmup_s
+    server, server_series = server_figures(samples, run_start_s, warmup_end_s)
+    p99 = server["frame_latency_p99_ms"]
+    checks = evaluate(
+        peer_results,
+        math.nan if p99 is None else p99,
+        _nan(server["rss_growth_pct_per_h"]),
+        _nan(server["rss_growth_mb"]),
+        config.thresholds,
+    )
+    return {
+        "started_utc": started_wall.isoformat(timespec="seconds"),
+        "machine": machine_description(),
+        "config": {
+            "url": config.url,
+            "peers": config.peers,
+            "minutes": config.minutes,
+            "clip": str(config.clip) if config.clip else "synthesised speech",
+            "clip_s": round(clip.duration_s, 3),
+            "clip_onsets": len(clip.onset_samples),
+            "avatar": config.avatar,
+            "measured_s": round(run_end_s - run_start_s, 3),
+        },
+        "thresholds": asdict(config.thresholds),
+        "analysis": asdict(opts),
+        "passed": all(c.ok for c in checks),
+        "checks": [asdict(c) for c in checks],
+        "peers": [p.to_json() for p in peer_results],
+        "server": server,
+        "series": {"peers": peer_series, "server": server_series},
+    }
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def failed_checks(report: dict[str, Any]) -> list[Check]:
+    return [Check(**c) for c in report["checks"] if not c["ok"]]

@@ -1,0 +1,192 @@
+"""The soak's figures on synthetic series with known answers (no peers, no clock)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from streamer.soak.analysis import (
+    AnalysisOptions,
+    PeerFigures,
+    PeerRecord,
+    Thresholds,
+    av_offsets,
+    drift_per_hour,
+    evaluate,
+    fps_series,
+    frames_lost,
+    freezes,
+    gaps,
+    mouth_to_lips,
+    peer_figures,
+    rss_growth,
+)
+from streamer.soak.clip import PACKET_SAMPLES, RATE_HZ, find_onsets, make_clip
+
+FPS = 25
+
+
+def steady_times(seconds: float, start_s: float = 100.0) -> np.ndarray:
+    return start_s + np.arange(int(seconds * FPS)) / FPS
+
+
+def test_fps_windows_and_a_freeze_are_found() -> None:
+    t = steady_times(30)
+    stalled = t.copy()
+    stalled[500:] += 0.3  # frames held back 300 ms once, then steady again (a freeze)
+    stalled = np.delete(stalled, range(500, 507))  # ... and the frames in between were lost
+    centres, fps = fps_series(t, 100.0, 130.0, 10.0)
+    assert np.allclose(fps, 25.0)
+    assert centres.tolist() == [105.0, 115.0, 125.0]
+    frozen = freezes(gaps(stalled), 3.0, 0.150)
+    assert frozen.size == 1
+    assert frozen[0] == pytest.approx(0.04 * 8 + 0.3)
+    assert freezes(gaps(t), 3.0, 0.150).size == 0
+    _, fps_stalled = fps_series(stalled, 100.0, 130.0, 10.0)
+    assert fps_stalled.min() < 24.5
+
+
+def test_lost_frames_come_from_pts_steps() -> None:
+    pts = np.arange(100, dtype=np.int64) * 3600 + 123_456
+    assert frames_lost(pts) == 0
+    assert frames_lost(np.delete(pts, [10, 11, 50])) == 3
+
+
+def test_mouth_to_lips_is_the_first_open_frame_after_an_onset() -> None:
+    t = steady_times(10)
+    activity = np.zeros_like(t)
+    onsets = np.array([102.0, 106.0])
+    for onset in onsets:
+        opened = (t >= onset + 0.2) & (t < onset + 1.0)
+        activity[opened] = 8.0
+    got = mouth_to_lips(onsets, t, activity, 4.0, 1.0)
+    # The first frame at or after onset + 0.2 s (frames every 40 ms from 100.0).
+    assert got == pytest.approx([0.2, 0.2], abs=1e-9)
+    # A mouth still open at the onset (the previous word) gives no figure.
+    assert math.isnan(mouth_to_lips(np.array([102.5]), t, activity, 4.0, 1.0)[0])
+
+
+def record_with_delay(video_late_s: float, seconds: float = 60.0) -> PeerRecord:
+    """Audio RMS every 20 ms and mouth activity every 40 ms following the same syllables,
+    the video arriving ``video_late_s`` after its audio."""
+    rng = np.random.default_rng(3)
+    syllables = np.repeat(rng.uniform(0, 1, int(seconds * 4)) > 0.4, 1).astype(float)
+
+    def envelope(times: np.ndarray) -> np.ndarray:
+        return syllables[np.clip((times * 4).astype(int), 0, syllables.size - 1)]
+
+    at = np.arange(int(seconds * 50)) / 50
+    vt = np.arange(int(seconds * FPS)) / FPS
+    rec = PeerRecord("p", answered_at_s=999.5)
+    rec.audio_at_s = (1000 + at).tolist()
+    rec.audio_rms = (0.2 * envelope(at)).tolist()
+    rec.video_at_s = (1000 + vt).tolist()
+    rec.mouth = (2.0 + 6.0 * envelope(vt - video_late_s)).tolist()
+    rec.video_pts = (np.arange(vt.size) * 3600).tolist()
+    return rec
+
+
+@pytest.mark.parametrize("late_ms", [-40, 0, 120])
+def test_av_offset_reads_the_injected_delay(late_ms: int) -> None:
+    opts = AnalysisOptions(av_window_s=20.0, receiver_bias_s=0.0)
+    rec = record_with_delay(late_ms / 1e3)
+    _, offsets, corr = av_offsets(rec, 1000.0, 1060.0, opts)
+    assert offsets.size == 3
+    assert np.all(corr > 0.8)
+    assert offsets * 1e3 == pytest.approx([late_ms] * 3, abs=10)
+
+
+def test_the_receiver_bias_is_taken_off() -> None:
+    opts = AnalysisOptions(av_window_s=20.0, receiver_bias_s=-0.040)
+    _, offsets, _ = av_offsets(record_with_delay(-0.040), 1000.0, 1060.0, opts)
+    assert offsets * 1e3 == pytest.approx([0, 0, 0], abs=10)
+
+
+def test_drift_and_rss_growth_are_per_hour() -> None:
+    t = np.arange(0.0, 600.0, 10.0)
+    assert drift_per_hour(t, 5.0 + t * (20.0 / 3600)) == pytest.approx(20.0)
+    assert math.isnan(drift_per_hour(t[:1], t[:1]))
+    rss = 400e6 + t * (40e6 / 3600)  # 40 MB an hour on 400 MB: 10 %/h
+    rss[:3] = 100e6  # warm-up: ignored
+    pct, mb = rss_growth(t, rss, 30.0)
+    assert pct == pytest.approx(10.0, rel=0.02)
+    assert mb == pytest.approx(40e6 * (590 - 30) / 3600 / 1e6, rel=0.01)
+
+
+def figures(**changes: float) -> PeerFigures:
+    base = dict(
+        name="p",
+        time_to_first_frame_s=0.1,
+        frames=1000,
+        fps_mean=25.0,
+        fps_min_window=25.0,
+        gap_p50_ms=40.0,
+        gap_p99_ms=60.0,
+        gap_max_ms=80.0,
+        freezes=0,
+        longest_freeze_ms=0.0,
+        frames_lost=0,
+        mouth_to_lips_p50_ms=200.0,
+        mouth_to_lips_p95_ms=300.0,
+        onsets_measured=10,
+        av_offset_median_ms=5.0,
+        av_offset_max_abs_ms=20.0,
+        av_drift_ms_per_h=0.0,
+    )
+    base.update(changes)
+    return PeerFigures(**base)  # type: ignore[arg-type]
+
+
+def failing(checks: list) -> set[str]:  # type: ignore[type-arg]
+    return {c.name for c in checks if not c.ok}
+
+
+def test_each_threshold_fails_on_its_own() -> None:
+    th = Thresholds()
+    assert failing(evaluate([figures()], 30.0, 1.0, 1.0, th)) == set()
+    assert failing(evaluate([figures(), figures(fps_min_window=24.0)], 30.0, 1.0, 1.0, th)) == {
+        "fps"
+    }
+    assert failing(evaluate([figures()], 41.0, 1.0, 1.0, th)) == {"p99_frame_latency_ms"}
+    assert failing(evaluate([figures(freezes=1)], 30.0, 1.0, 1.0, th)) == {"freezes"}
+    assert failing(evaluate([figures(av_offset_max_abs_ms=45.0)], 30.0, 1.0, 1.0, th)) == {
+        "av_offset_ms"
+    }
+    assert failing(evaluate([figures()], 30.0, 6.0, 20.0, th)) == {"rss_growth_pct_per_h"}
+    # A fast rate over a few MB is noise; a figure that could not be measured fails.
+    assert failing(evaluate([figures()], 30.0, 50.0, 2.0, th)) == set()
+    assert failing(evaluate([figures()], math.nan, 1.0, 1.0, th)) == {"p99_frame_latency_ms"}
+
+
+def test_peer_figures_of_a_clean_record() -> None:
+    rec = record_with_delay(0.0)
+    rec.onsets_sent_at_s = [1010.0, 1030.0]
+    fig, series = peer_figures(rec, 1000.0, 1060.0, AnalysisOptions(warmup_s=5.0))
+    assert fig.time_to_first_frame_s == pytest.approx(0.5)
+    assert fig.fps_mean == pytest.approx(25.0, abs=0.05)
+    assert fig.freezes == 0
+    assert fig.frames_lost == 0
+    assert fig.gap_p99_ms == pytest.approx(40.0)
+    assert len(series["fps"]) == 5
+
+
+def test_the_clip_loops_on_packets_and_knows_its_onsets() -> None:
+    clip = make_clip(None)
+    assert clip.pcm.shape[0] % PACKET_SAMPLES == 0
+    assert len(clip.onset_samples) >= 3
+    assert clip.onset_samples[0] >= RATE_HZ  # after the leading second of silence
+    burst = np.zeros(RATE_HZ * 3, np.float32)
+    burst[RATE_HZ : RATE_HZ + 4800] = 0.5
+    burst[2 * RATE_HZ : 2 * RATE_HZ + 4800] = 0.5
+    assert find_onsets(burst) == (RATE_HZ, 2 * RATE_HZ)
+
+
+def test_a_soak_without_a_server_says_so(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from streamer.cli import main
+
+    status = main(["soak", "--url", "http://127.0.0.1:9", "--out", str(tmp_path), "--peers", "1"])
+    assert status == 2
+    assert "cannot reach the server at http://127.0.0.1:9" in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()
