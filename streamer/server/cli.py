@@ -6,7 +6,11 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the server stack loads only when serving (keeps the CLI quick)
+    from streamer.server.access import AccessConfig
+    from streamer.server.app import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,21 @@ def register(subparsers: Any) -> None:
         default=120.0,
         help="audio a channel's driver may queue ahead of playback (default 120 s)",
     )
+    limits = p.add_argument_group("limits (beyond them: 503 with Retry-After)")
+    limits.add_argument("--max-channels", type=int, default=16)
+    limits.add_argument("--max-viewers-per-channel", type=int, default=32)
+    limits.add_argument(
+        "--connect-timeout-s",
+        type=float,
+        default=15.0,
+        help="a peer not connected by then is dropped (default 15 s)",
+    )
+    limits.add_argument(
+        "--channel-idle-timeout-s",
+        type=float,
+        default=600.0,
+        help="delete a channel with no viewer, driver or audio after this long; 0: never",
+    )
     add_access_arguments(p)
     p.set_defaults(func=run)
 
@@ -68,14 +87,36 @@ def set_video_bitrate(codec: str, bitrate_bps: int) -> None:
     module.MAX_BITRATE = max(module.MAX_BITRATE, bitrate_bps)
 
 
+def server_config(args: argparse.Namespace, access: AccessConfig) -> ServerConfig:
+    """The server settings of a ``serve`` command line."""
+    from streamer.server.app import ServerConfig
+    from streamer.server.channels import ChannelConfig
+    from streamer.server.playout import PlayoutConfig
+
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        avatar=args.avatar,
+        max_sessions=args.max_sessions,
+        video_codec=args.codec,
+        ice_servers=tuple(args.ice_server),
+        connect_timeout_s=args.connect_timeout_s,
+        channels=ChannelConfig(
+            playout=PlayoutConfig(max_queued_s=args.max_queued_audio_s),
+            max_channels=args.max_channels,
+            max_viewers_per_channel=args.max_viewers_per_channel,
+            idle_timeout_s=args.channel_idle_timeout_s or None,
+        ),
+        access=access,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from streamer.engine import EngineOptions
     from streamer.server.access import access_from_args
-    from streamer.server.app import ServerConfig, create_app
-    from streamer.server.channels import ChannelConfig
-    from streamer.server.playout import PlayoutConfig
+    from streamer.server.app import create_app
     from streamer.server.runtime import build_runtime
 
     access = access_from_args(args, os.environ)  # refuses an exposed bind before loading
@@ -85,17 +126,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.bitrate:
         set_video_bitrate(args.codec, args.bitrate)
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        avatar=args.avatar,
-        max_sessions=args.max_sessions,
-        video_codec=args.codec,
-        ice_servers=tuple(args.ice_server),
-        channels=ChannelConfig(playout=PlayoutConfig(max_queued_s=args.max_queued_audio_s)),
-        access=access,
-    )
-    app = create_app(config, runtime)
+    app = create_app(server_config(args, access), runtime)
     print(
         f"avatar-streamer: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True
     )
