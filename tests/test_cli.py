@@ -59,6 +59,8 @@ def test_serve_flags_become_the_server_config() -> None:
             "3",
             "--max-viewers-per-channel",
             "5",
+            "--max-viewers",
+            "9",
             "--connect-timeout-s",
             "4.5",
             "--channel-idle-timeout-s",
@@ -71,6 +73,7 @@ def test_serve_flags_become_the_server_config() -> None:
     config = server_config(args, access_from_args(args, {"AVATAR_STREAMER_TOKEN": "t" * 32}))
     assert config.channels.max_channels == 3
     assert config.channels.max_viewers_per_channel == 5
+    assert config.channels.max_viewers_total == 9
     assert config.channels.idle_timeout_s is None  # 0: never
     assert config.connect_timeout_s == 4.5
     assert config.access.token == "t" * 32

@@ -1,4 +1,4 @@
-"""Limits answered cleanly over real HTTP/WebRTC: viewers per channel and channels (503 with
+"""Limits answered cleanly over real HTTP/WebRTC: viewers per channel and in all, channels (503 with
 Retry-After, the one JSON error), while the admitted viewer keeps its 25 fps."""
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def runtime() -> Runtime:
 
 async def test_viewer_and_channel_limits_are_503_with_retry_after(runtime: Runtime) -> None:
     config = ServerConfig(
-        retry_after_s=7, channels=ChannelConfig(max_channels=2, max_viewers_per_channel=1)
+        retry_after_s=7,
+        channels=ChannelConfig(max_channels=2, max_viewers_per_channel=1, max_viewers_total=1),
     )
     runner = web.AppRunner(create_app(config, runtime))
     await runner.setup()
@@ -55,6 +56,11 @@ async def test_viewer_and_channel_limits_are_503_with_retry_after(runtime: Runti
                 assert (await r.json())["error"] == "too_many_viewers"
             async with http.post(f"{url}/channels", json={"name": "two"}) as r:
                 assert r.status == 201
+            # A viewer of another channel: the server-wide viewer limit.
+            async with http.post(f"{url}/channels/two/whep", data=offer, headers=headers) as r:
+                assert r.status == 503
+                assert r.headers["Retry-After"] == "7"
+                assert "limit of 1 viewers" in (await r.json())["message"]
             async with http.post(f"{url}/channels", json={"name": "three"}) as r:
                 assert r.status == 503
                 assert r.headers["Retry-After"] == "7"

@@ -104,6 +104,7 @@ class ChannelConfig:
     playout: PlayoutConfig = field(default_factory=PlayoutConfig)
     max_channels: int = 16
     max_viewers_per_channel: int = 32
+    max_viewers_total: int = 64  # over all channels: each viewer costs an encode per frame
     # Viewers, drivers and speak requests create a missing channel (with the default avatar);
     # when False they answer 404 and channels exist only through POST /channels.
     create_on_first_use: bool = True
@@ -537,6 +538,11 @@ class ChannelRegistry:
             raise TooManyViewersError(
                 f"Channel {channel.name!r} is at its limit of "
                 f"{self.config.max_viewers_per_channel} viewers."
+            )
+        total = sum(len(c.viewers) for c in self.channels.values())
+        if total >= self.config.max_viewers_total:
+            raise TooManyViewersError(
+                f"The server is at its limit of {self.config.max_viewers_total} viewers."
             )
         if "m=video" not in offer.sdp:
             raise BadOfferError("The offer has no video to receive.")

@@ -45,6 +45,7 @@ def register(subparsers: Any) -> None:
     limits = p.add_argument_group("limits (beyond them: 503 with Retry-After)")
     limits.add_argument("--max-channels", type=int, default=16)
     limits.add_argument("--max-viewers-per-channel", type=int, default=32)
+    limits.add_argument("--max-viewers", type=int, default=64, help="over all channels")
     limits.add_argument(
         "--connect-timeout-s",
         type=float,
@@ -105,6 +106,7 @@ def server_config(args: argparse.Namespace, access: AccessConfig) -> ServerConfi
             playout=PlayoutConfig(max_queued_s=args.max_queued_audio_s),
             max_channels=args.max_channels,
             max_viewers_per_channel=args.max_viewers_per_channel,
+            max_viewers_total=args.max_viewers,
             idle_timeout_s=args.channel_idle_timeout_s or None,
         ),
         access=access,
