@@ -53,6 +53,12 @@ def test_an_exposed_bind_needs_a_long_enough_token() -> None:
         check_exposure("127.0.0.1", AccessConfig(token="short"))
 
 
+def test_the_token_stays_out_of_reprs() -> None:
+    config = ServerConfig(access=AccessConfig(token=TOKEN))
+    assert TOKEN not in repr(config)
+    assert TOKEN not in str(config.access)
+
+
 def test_token_comparison() -> None:
     assert token_matches(TOKEN, TOKEN)
     assert not token_matches(None, TOKEN)

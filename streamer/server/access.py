@@ -21,7 +21,7 @@ import enum
 import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -64,12 +64,16 @@ def access_of(handler: object) -> Access:
 
 @dataclass(frozen=True)
 class AccessConfig:
-    token: str | None = None  # None: no authentication (loopback only, see check_exposure)
+    # None: no authentication (loopback only, see check_exposure). Kept out of repr(): a
+    # logged config must not carry the secret.
+    token: str | None = field(default=None, repr=False)
     public_viewers: bool = False  # viewers need no token even when one is configured
     cors_origins: tuple[str, ...] = ()  # exact origins ("https://a.example") or "*"; () = off
 
 
 class ExposureError(StreamerError):
+    """Serving would expose the control API to a network without a (good enough) token."""
+
     code = "token_required"
 
 
