@@ -31,6 +31,7 @@ from schemathesis.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from streamer.bench.viewer import WhepViewer
@@ -203,6 +204,7 @@ def test_api_fuzz(case: Any, live: ThreadedServer) -> None:
             status_code_conformance,
             content_type_conformance,
             response_schema_conformance,
+            unsupported_method,  # an undescribed method on a described path: 405
         ],
     )
 
