@@ -4,6 +4,7 @@ traversal, and the refusal to serve an exposed address without a token."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -67,11 +68,14 @@ def test_token_comparison() -> None:
     assert not token_matches("é" * 8, TOKEN)  # non-ASCII is compared as bytes, no error
 
 
-def test_serve_refuses_an_exposed_address_without_a_token_before_loading_anything() -> None:
-    env = {k: v for k, v in __import__("os").environ.items() if k != "AVATAR_STREAMER_TOKEN"}
+@pytest.mark.parametrize("command", [["serve"], ["live", "--mic"]])
+def test_refuses_an_exposed_address_without_a_token_before_loading_anything(
+    command: list[str],
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AVATAR_STREAMER_TOKEN"}
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "streamer", "serve", "--host", "0.0.0.0", "--port", "1"],
+        [sys.executable, "-m", "streamer", *command, "--host", "0.0.0.0", "--port", "1"],
         capture_output=True,
         text=True,
         check=False,
@@ -83,7 +87,7 @@ def test_serve_refuses_an_exposed_address_without_a_token_before_loading_anythin
     assert "without an access token" in done.stderr
     assert "AVATAR_STREAMER_TOKEN" in done.stderr
     assert "Traceback" not in done.stderr
-    assert time.monotonic() - started < 30  # refused before the model and avatars load
+    assert time.monotonic() - started < 30  # refused before the model, avatars or microphone
 
 
 @pytest.fixture(scope="module")
