@@ -119,6 +119,7 @@ EXPECTED_LEVELS = {
     ("GET", "/view/{name}"): Access.PUBLIC,
     ("GET", "/static/{filename}"): Access.PUBLIC,
     ("GET", "/metrics"): Access.VIEWER,
+    ("GET", "/ice-servers"): Access.VIEWER,
     ("GET", "/channels"): Access.VIEWER,
     ("GET", "/channels/{name}"): Access.VIEWER,
     ("POST", "/channels/{name}/whep"): Access.VIEWER,
@@ -180,6 +181,7 @@ CONTROL_CALLS = [
 ]
 VIEWER_CALLS = [
     ("GET", "/metrics", {}),
+    ("GET", "/ice-servers", {}),
     ("GET", "/channels", {}),
     ("GET", "/channels/x", {}),
     ("POST", "/channels/x/whep", {"data": "v=0", "headers": {"Content-Type": "application/sdp"}}),

@@ -40,7 +40,7 @@ MIN_TOKEN_CHARS = 16
 
 class Access(enum.Enum):
     PUBLIC = "public"  # pages, assets, health, the API description
-    VIEWER = "viewer"  # watching: WHEP, channel listing, metrics
+    VIEWER = "viewer"  # watching: WHEP, channel listing, metrics, ICE servers
     CONTROL = "control"  # everything that starts, drives or ends something
 
 

@@ -34,6 +34,7 @@ from streamer.server.channels import ChannelConfig, ChannelError, check_offer
 from streamer.server.clock import Clock, MonotonicClock
 from streamer.server.http_errors import HttpError as HttpError  # re-exported: routes raise it
 from streamer.server.http_errors import error_response
+from streamer.server.ice import TurnConfig, ice_servers_handler
 from streamer.server.inference import PriorityExecutor
 from streamer.server.metrics import Metrics
 from streamer.server.openapi import get_openapi
@@ -68,6 +69,7 @@ class ServerConfig:
     channels: ChannelConfig = field(default_factory=ChannelConfig)
     web_root: Path = WEB_ROOT
     access: AccessConfig = field(default_factory=AccessConfig)  # token, viewers, CORS
+    turn: TurnConfig | None = None  # TURN for the pages' browsers (GET /ice-servers)
 
 
 @dataclass(frozen=True)
@@ -384,6 +386,7 @@ def create_app(
     app.router.add_get("/health", get_health)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/openapi.json", get_openapi)
+    app.router.add_get("/ice-servers", ice_servers_handler(config.ice_servers, config.turn))
     app.router.add_post("/offer", post_offer)
     app.router.add_delete("/sessions/{session_id}", delete_session)
     # Offline renders (POST /render, GET /render/{id}); that module imports this one.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,14 @@ def register(subparsers: Any) -> None:
         default=120.0,
         help="audio a channel's driver may queue ahead of playback (default 120 s)",
     )
+    p.add_argument(
+        "--turn-url",
+        action="append",
+        default=[],
+        help="TURN server for the pages' browsers (repeatable), with short-lived credentials "
+        "from the secret in AVATAR_STREAMER_TURN_SECRET (coturn use-auth-secret)",
+    )
+    p.add_argument("--turn-ttl-s", type=int, default=3600, help="TURN credential lifetime")
     limits = p.add_argument_group("limits (beyond them: 503 with Retry-After)")
     limits.add_argument("--max-channels", type=int, default=16)
     limits.add_argument("--max-viewers-per-channel", type=int, default=32)
@@ -88,10 +97,13 @@ def set_video_bitrate(codec: str, bitrate_bps: int) -> None:
     module.MAX_BITRATE = max(module.MAX_BITRATE, bitrate_bps)
 
 
-def server_config(args: argparse.Namespace, access: AccessConfig) -> ServerConfig:
-    """The server settings of a ``serve`` command line."""
+def server_config(
+    args: argparse.Namespace, access: AccessConfig, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """The server settings of a ``serve`` command line (secrets from ``environ``)."""
     from streamer.server.app import ServerConfig
     from streamer.server.channels import ChannelConfig
+    from streamer.server.ice import turn_from_args
     from streamer.server.playout import PlayoutConfig
 
     return ServerConfig(
@@ -110,6 +122,9 @@ def server_config(args: argparse.Namespace, access: AccessConfig) -> ServerConfi
             idle_timeout_s=args.channel_idle_timeout_s or None,
         ),
         access=access,
+        turn=turn_from_args(
+            args.turn_url, args.turn_ttl_s, os.environ if environ is None else environ
+        ),
     )
 
 
@@ -122,13 +137,14 @@ def run(args: argparse.Namespace) -> int:
     from streamer.server.runtime import build_runtime
 
     access = access_from_args(args, os.environ)  # refuses an exposed bind before loading
+    config = server_config(args, access)
     providers = tuple(args.providers.split(",")) if args.providers else None
     runtime = build_runtime(
         args.avatars_dir, args.avatar, args.model, EngineOptions(providers=providers)
     )
     if args.bitrate:
         set_video_bitrate(args.codec, args.bitrate)
-    app = create_app(server_config(args, access), runtime)
+    app = create_app(config, runtime)
     print(
         f"avatar-streamer: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True
     )

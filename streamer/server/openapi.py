@@ -123,6 +123,23 @@ def describe_api() -> dict[str, Any]:
         "/openapi.json": {
             "get": _op("This description", p, {"200": _json(_OBJECT, "OpenAPI 3.1")})
         },
+        "/ice-servers": {
+            "get": _op(
+                "STUN/TURN servers for the pages' RTCPeerConnection (TURN: short-lived login)",
+                v,
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["iceServers"],
+                            "properties": {"iceServers": {"type": "array", "items": _OBJECT}},
+                        },
+                        "The browser's iceServers",
+                    ),
+                    **_errors(401),
+                },
+            )
+        },
         "/metrics": {
             "get": _op(
                 "Prometheus metrics",
