@@ -13,6 +13,7 @@ from aiohttp import web
 from streamer.server.access import AccessConfig
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
+from streamer.server.ice import TurnConfig
 from streamer.server.runtime import build_runtime
 from tests.browser import CHROMIUM, Browser
 from tests.speech import spoken_clip
@@ -81,3 +82,25 @@ async def test_the_call_page_needs_and_uses_the_token(server, tmp_path: Path) ->
                 break
             await asyncio.sleep(0.1)
         assert not app[SERVER].sessions
+
+
+async def test_the_pages_use_the_servers_ice_servers(runtime: Runtime) -> None:
+    # An unreachable TURN server (.invalid never resolves): the page still connects over host
+    # candidates, with the TURN server and its short-lived credentials in its configuration.
+    turn = TurnConfig(urls=("turn:turn.invalid:3478",), secret="s" * 20, ttl_s=600)
+    config = ServerConfig(access=AccessConfig(token=TOKEN), turn=turn)
+    runner = web.AppRunner(create_app(config, runtime))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with Browser() as page:
+            await page.goto(f"{url}/view/studio#token={TOKEN}")
+            await page.wait_for("window.viewState.status === 'live'", 20)
+            servers = await page.evaluate("window.viewPc.getConfiguration().iceServers")
+    finally:
+        await runner.cleanup()
+    assert servers[0]["urls"] == ["turn:turn.invalid:3478"]
+    assert servers[0]["username"].endswith(":avatar")
+    assert servers[0]["credential"]

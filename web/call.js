@@ -28,6 +28,16 @@ async function listMics() {
   } catch (e) { /* no device list: the default microphone still works */ }
 }
 
+// STUN/TURN servers the server hands out (TURN with short-lived credentials); none if it
+// has none, or is older than that endpoint.
+async function iceServers() {
+  try {
+    const response = await fetch("/ice-servers", { headers: auth });
+    if (response.ok) return (await response.json()).iceServers;
+  } catch (e) { /* fall through */ }
+  return [];
+}
+
 function waitForIceGathering(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
@@ -56,7 +66,7 @@ async function start() {
         channelCount: 1,
       },
     });
-    const pc = new RTCPeerConnection();
+    const pc = new RTCPeerConnection({ iceServers: await iceServers() });
     state.pc = pc;
     window.avatarPc = pc; // for tests and the curious
     pc.addTransceiver(state.stream.getAudioTracks()[0], { direction: "sendrecv" });

@@ -24,6 +24,16 @@ if (params.get("fit") === "cover") video.style.objectFit = "cover";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// STUN/TURN servers the server hands out (TURN with short-lived credentials); none if it
+// has none, or is older than that endpoint.
+async function iceServers() {
+  try {
+    const response = await fetch("/ice-servers", { headers: auth });
+    if (response.ok) return (await response.json()).iceServers;
+  } catch (e) { /* fall through */ }
+  return [];
+}
+
 function iceGatheringComplete(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
@@ -61,7 +71,7 @@ async function play() {
 }
 
 async function connect() {
-  const pc = new RTCPeerConnection();
+  const pc = new RTCPeerConnection({ iceServers: await iceServers() });
   window.viewPc = pc; // for tests and the curious
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
