@@ -5,6 +5,7 @@
     .venv/bin/python scripts/agent_push.py --channel studio --say "Hello from the agent."
     .venv/bin/python scripts/agent_push.py --channel studio --say "..." --interrupt-after 1.5
 
+A server started with a token wants it: set AVATAR_STREAMER_TOKEN to it here too.
 The audio is decoded to 24 kHz s16le mono, pushed as fast as the socket takes it (as TTS
 does), and played by the server at real time; the script prints the playback events. Watch
 the channel at http://127.0.0.1:8080/view/studio.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -46,7 +48,8 @@ def load_pcm(path: Path | None, text: str | None) -> np.ndarray:
 
 async def push(args: argparse.Namespace) -> None:
     pcm = load_pcm(args.file, args.say)
-    async with await ChannelClient.connect(args.url, args.channel, RATE_HZ) as avatar:
+    token = os.environ.get("AVATAR_STREAMER_TOKEN") or None  # the server's, if it has one
+    async with await ChannelClient.connect(args.url, args.channel, RATE_HZ, token=token) as avatar:
         step = int(CHUNK_S * RATE_HZ)
         for start in range(0, len(pcm), step):
             await avatar.push(pcm[start : start + step])

@@ -60,13 +60,16 @@ class ChannelClient:
         channel: str,
         sample_rate_hz: int = 24_000,
         http: aiohttp.ClientSession | None = None,
+        token: str | None = None,
     ) -> ChannelClient:
         """Open the push WebSocket; raises ChannelClientError with the server's reason (e.g.
-        409 when the channel already has a driver, 400 for an unsupported sample rate)."""
+        409 when the channel already has a driver, 400 for an unsupported sample rate, 401
+        without the server's ``token``)."""
         session = http or aiohttp.ClientSession()
         url = f"{base_url.rstrip('/')}/channels/{channel}/audio?sample_rate={sample_rate_hz}"
         try:
-            ws = await session.ws_connect(url)
+            headers = {"Authorization": f"Bearer {token}"} if token else None
+            ws = await session.ws_connect(url, headers=headers)
         except aiohttp.WSServerHandshakeError as exc:
             if http is None:
                 await session.close()

@@ -43,3 +43,45 @@ def test_report_sections_are_replaced_in_place(tmp_path: Path) -> None:
     assert text.count("<!-- bench:a -->") == 1
     assert "Machine:" in text
     assert "Date:" in text
+
+
+def test_serve_flags_become_the_server_config() -> None:
+    from streamer.cli import build_parser
+    from streamer.server.access import access_from_args
+    from streamer.server.cli import server_config
+
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--max-channels",
+            "3",
+            "--max-viewers-per-channel",
+            "5",
+            "--max-viewers",
+            "9",
+            "--connect-timeout-s",
+            "4.5",
+            "--channel-idle-timeout-s",
+            "0",
+            "--public-viewers",
+            "--cors-origin",
+            "https://a.example",
+        ]
+    )
+    config = server_config(args, access_from_args(args, {"AVATAR_STREAMER_TOKEN": "t" * 32}))
+    assert config.channels.max_channels == 3
+    assert config.channels.max_viewers_per_channel == 5
+    assert config.channels.max_viewers_total == 9
+    assert config.channels.idle_timeout_s is None  # 0: never
+    assert config.connect_timeout_s == 4.5
+    assert config.access.token == "t" * 32
+    assert config.access.public_viewers
+    assert config.access.cors_origins == ("https://a.example",)
+    defaults = server_config(
+        build_parser().parse_args(["serve"]),
+        access_from_args(build_parser().parse_args(["serve"]), {}),
+    )
+    assert defaults.access.token is None
+    assert defaults.channels.idle_timeout_s == 600.0

@@ -4,6 +4,12 @@
 const $ = (id) => document.getElementById(id);
 const state = { pc: null, leaveUrl: null, stream: null, statsTimer: null, last: null };
 
+// A server started with a token wants it on every call: open the page as /#token=... (the
+// fragment never leaves the browser) or /?token=...; it is sent as a bearer token.
+const token = new URLSearchParams(location.hash.slice(1)).get("token")
+  || new URLSearchParams(location.search).get("token");
+const auth = token ? { Authorization: `Bearer ${token}` } : {};
+
 function setStatus(text, cls) {
   $("status").textContent = text;
   $("status").className = `status ${cls}`;
@@ -20,6 +26,16 @@ async function listMics() {
       select.appendChild(opt);
     }
   } catch (e) { /* no device list: the default microphone still works */ }
+}
+
+// STUN/TURN servers the server hands out (TURN with short-lived credentials); none if it
+// has none, or is older than that endpoint.
+async function iceServers() {
+  try {
+    const response = await fetch("/ice-servers", { headers: auth });
+    if (response.ok) return (await response.json()).iceServers;
+  } catch (e) { /* fall through */ }
+  return [];
 }
 
 function waitForIceGathering(pc) {
@@ -50,7 +66,7 @@ async function start() {
         channelCount: 1,
       },
     });
-    const pc = new RTCPeerConnection();
+    const pc = new RTCPeerConnection({ iceServers: await iceServers() });
     state.pc = pc;
     window.avatarPc = pc; // for tests and the curious
     pc.addTransceiver(state.stream.getAudioTracks()[0], { direction: "sendrecv" });
@@ -73,7 +89,7 @@ async function start() {
     const url = channel ? `/channels/${encodeURIComponent(channel)}/publish` : "/offer";
     const response = await fetch(url, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...auth },
       body: JSON.stringify({
         sdp: pc.localDescription.sdp, type: "offer", avatar: $("avatar").value || undefined,
       }),
@@ -94,7 +110,7 @@ async function start() {
 async function stop() {
   clearInterval(state.statsTimer);
   if (state.leaveUrl) {
-    fetch(state.leaveUrl, { method: "DELETE" }).catch(() => {});
+    fetch(state.leaveUrl, { method: "DELETE", headers: auth }).catch(() => {});
   }
   if (state.pc) state.pc.close();
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());

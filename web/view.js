@@ -9,6 +9,11 @@ const channel = decodeURIComponent(location.pathname.split("/").filter(Boolean).
 const state = { status: "connecting", connects: 0, muted: null, error: "", framesDecoded: 0 };
 window.viewState = state; // for tests and the curious
 
+// A server that protects its viewers wants its token: /view/NAME#token=... (the fragment never
+// leaves the browser) or ?token=...; it is sent as a bearer token.
+const token = new URLSearchParams(location.hash.slice(1)).get("token") || params.get("token");
+const auth = token ? { Authorization: `Bearer ${token}` } : {};
+
 // ?bg=RRGGBB: a solid chroma-key colour behind the avatar (default: transparent).
 const bg = params.get("bg");
 if (bg && /^[0-9a-fA-F]{6}$/.test(bg)) {
@@ -18,6 +23,16 @@ if (bg && /^[0-9a-fA-F]{6}$/.test(bg)) {
 if (params.get("fit") === "cover") video.style.objectFit = "cover";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// STUN/TURN servers the server hands out (TURN with short-lived credentials); none if it
+// has none, or is older than that endpoint.
+async function iceServers() {
+  try {
+    const response = await fetch("/ice-servers", { headers: auth });
+    if (response.ok) return (await response.json()).iceServers;
+  } catch (e) { /* fall through */ }
+  return [];
+}
 
 function iceGatheringComplete(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -56,7 +71,7 @@ async function play() {
 }
 
 async function connect() {
-  const pc = new RTCPeerConnection();
+  const pc = new RTCPeerConnection({ iceServers: await iceServers() });
   window.viewPc = pc; // for tests and the curious
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
@@ -70,7 +85,7 @@ async function connect() {
   await iceGatheringComplete(pc);
   const response = await fetch(`/channels/${encodeURIComponent(channel)}/whep`, {
     method: "POST",
-    headers: { "Content-Type": "application/sdp" },
+    headers: { "Content-Type": "application/sdp", ...auth },
     body: pc.localDescription.sdp,
   });
   if (response.status !== 201) {
@@ -114,7 +129,7 @@ window.addEventListener("pagehide", () => {
   // Leave at once (OBS unloads hidden sources): the server frees the viewer now rather than
   // when the connection times out.
   if (current && current.resource) {
-    fetch(current.resource, { method: "DELETE", keepalive: true }).catch(() => {});
+    fetch(current.resource, { method: "DELETE", headers: auth, keepalive: true }).catch(() => {});
   }
 });
 
@@ -135,7 +150,9 @@ async function run() {
     current = null;
     if (session) {
       session.pc.close();
-      if (session.resource) fetch(session.resource, { method: "DELETE" }).catch(() => {});
+      if (session.resource) {
+        fetch(session.resource, { method: "DELETE", headers: auth }).catch(() => {});
+      }
     }
     state.status = "reconnecting";
     await sleep(delayMs);

@@ -15,6 +15,7 @@ _KIND_MODULES = (
     "streamer.engine.bench",
     "streamer.bench.pipeline",
     "streamer.offline.bench",
+    "streamer.bench.churn",
 )
 
 

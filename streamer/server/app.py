@@ -29,10 +29,15 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 
 from streamer.errors import StreamerError
-from streamer.server.channels import ChannelConfig
+from streamer.server.access import AccessConfig, access_middleware, cors_middleware, public, viewer
+from streamer.server.channels import ChannelConfig, ChannelError, check_offer
 from streamer.server.clock import Clock, MonotonicClock
+from streamer.server.http_errors import HttpError as HttpError  # re-exported: routes raise it
+from streamer.server.http_errors import error_response
+from streamer.server.ice import TurnConfig, ice_servers_handler
 from streamer.server.inference import PriorityExecutor
 from streamer.server.metrics import Metrics
+from streamer.server.openapi import get_openapi
 from streamer.server.pipeline import PipelineConfig, SessionPipeline
 from streamer.server.render import Renderer
 from streamer.server.scheduler import FrameScheduler
@@ -63,6 +68,8 @@ class ServerConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
     web_root: Path = WEB_ROOT
+    access: AccessConfig = field(default_factory=AccessConfig)  # token, viewers, CORS
+    turn: TurnConfig | None = None  # TURN for the pages' browsers (GET /ice-servers)
 
 
 @dataclass(frozen=True)
@@ -75,16 +82,6 @@ class Runtime:
     load_avatar: Callable[[str], object]  # raises AvatarError; loads (blocking) on first use
 
 
-class HttpError(StreamerError):
-    """An error with an HTTP status."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.headers = headers or {}
-
-
 _STATUS_BY_CODE = {
     "avatar_not_found": 404,
     "invalid_avatar_name": 400,
@@ -92,35 +89,60 @@ _STATUS_BY_CODE = {
 }
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+# Codes of the router's and aiohttp's own refusals, by status.
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _subject(request: web.Request) -> str:
+    """What a request is about, for its log line: a session, a channel, or nothing."""
+    info = request.match_info
+    for key, label in (("session_id", "session"), ("name", "channel"), ("job_id", "job")):
+        if key in info:
+            return f" ({label} {info[key]})"
+    return ""
 
 
 @web.middleware
 async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """Every error leaves as ``{"error": code, "message": ...}``; nothing else reaches clients.
+
+    Refusals (4xx, 503) are logged at INFO, one line with the session or channel; anything
+    unexpected is logged with its traceback and answered 500 without it.
+    """
+    headers: dict[str, str] = {}
     try:
         return await handler(request)
     except HttpError as exc:
-        return error_response(exc.status, exc.code, str(exc), exc.headers)
+        status, code, message, headers = exc.status, exc.code, str(exc), exc.headers
     except StreamerError as exc:
-        return error_response(_STATUS_BY_CODE.get(exc.code, 400), exc.code, str(exc))
-    except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "body_too_large", "The request body is too large.")
-    except web.HTTPNotFound:
-        return error_response(404, "not_found", f"No such resource: {request.path}")
-    except web.HTTPMethodNotAllowed:
-        return error_response(405, "method_not_allowed", f"{request.method} is not allowed here.")
+        status, code, message = _STATUS_BY_CODE.get(exc.code, 400), exc.code, str(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, "http_error", exc.reason)
+        status, code = exc.status, _CODE_BY_STATUS.get(exc.status, "http_error")
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        if status == 404:
+            message = f"No such resource: {request.path}"
+        elif status == 405:
+            message = f"{request.method} is not allowed here."
+        elif status == 413:
+            message = "The request body is too large."
+        else:
+            message = f"{exc.reason}."
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s%s", request.method, request.path, _subject(request))
         return error_response(500, "internal_error", "Internal server error.")
+    log.info("%s %s%s: %d %s", request.method, request.path, _subject(request), status, code)
+    return error_response(status, code, message, headers)
 
 
 class Server:
@@ -137,6 +159,7 @@ class Server:
         self.sessions: dict[str, Session] = {}
         self.started_at = time.monotonic()
         self._watchdogs: set[asyncio.Task[None]] = set()
+        self._watchdog_of: dict[str, asyncio.Task[None]] = {}  # by session id, until answered
 
     async def start(self) -> None:
         self.scheduler.start()
@@ -168,6 +191,10 @@ class Server:
             raise HttpError(400, "no_audio", "The offer has no audio track to lip-sync.")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.runtime.load_avatar, avatar)
+        try:
+            check_offer(offer.sdp, audio_required=True, video_required=False)
+        except ChannelError as exc:  # the same checks as a channel's offers
+            raise HttpError(400, exc.code, str(exc)) from exc
         pc = RTCPeerConnection(
             RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in cfg.ice_servers])
         )
@@ -193,6 +220,8 @@ class Server:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("session %s: connection %s", session_id, pc.connectionState)
+            if pc.connectionState in ("connected", "failed", "closed"):
+                self._end_watchdog(session_id)  # its question is answered
             if pc.connectionState in ("failed", "closed"):
                 session.close_soon()
 
@@ -209,14 +238,27 @@ class Server:
             self._connect_watchdog(session), name=f"watchdog-{session_id}"
         )
         self._watchdogs.add(watchdog)
+        self._watchdog_of[session_id] = watchdog
         watchdog.add_done_callback(self._watchdogs.discard)
         log.info(
             "session %s: started with avatar %s (%d live)", session_id, avatar, len(self.sessions)
         )
         return session, pc.localDescription
 
+    def _end_watchdog(self, session_id: str) -> None:
+        """Cancel a session's connect watchdog (it ends at once; aclose() awaits the rest).
+
+        Without this, every session that connected or left would keep a sleeping task for
+        the whole connect timeout.
+        """
+        task = self._watchdog_of.pop(session_id, None)
+        if task is not None:
+            task.cancel()
+
     async def _connect_watchdog(self, session: Session) -> None:
         await asyncio.sleep(self.config.connect_timeout_s)
+        # From here on it closes the session itself: no state change may cancel it midway.
+        self._watchdog_of.pop(session.session_id, None)
         if session.pc.connectionState != "connected" and session.session_id in self.sessions:
             log.warning(
                 "session %s: not connected after %.0f s, closing",
@@ -237,6 +279,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HttpError(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nesting deeper than the parser's stack
+        raise HttpError(400, "invalid_json", "The body is nested too deeply.") from exc
     if not isinstance(body, dict):
         raise HttpError(400, "invalid_json", "The body must be a JSON object.")
     return body
@@ -270,6 +314,7 @@ async def delete_session(request: web.Request) -> web.Response:
     return web.json_response({"session_id": session.session_id, "closed": True})
 
 
+@public
 async def get_health(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     return web.json_response(
@@ -283,13 +328,30 @@ async def get_health(request: web.Request) -> web.Response:
     )
 
 
+@viewer
 async def get_metrics(request: web.Request) -> web.Response:
     body = request.app[SERVER].metrics.render()
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
+@public
 async def get_index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[SERVER].config.web_root / "index.html")
+
+
+# The page assets: one flat folder of plain names (no sub-folders, no dot segments).
+_ASSET_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+
+
+@public
+async def get_static(request: web.Request) -> web.FileResponse:
+    """A page asset from the web root. Only plain file names in that folder are served, so no
+    request can name anything outside it; a missing file is a JSON 404 like any other."""
+    name = request.match_info["filename"]
+    path = request.app[SERVER].config.web_root / name
+    if not _ASSET_RE.match(name) or ".." in name or not path.is_file():
+        raise HttpError(404, "not_found", f"No such resource: {request.path}")
+    return web.FileResponse(path)
 
 
 def create_app(
@@ -298,7 +360,13 @@ def create_app(
     clock: Clock | None = None,
     render: RenderConfig | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=config.max_body_bytes)
+    # CORS outermost (error responses carry it too), then errors, then the token check.
+    middlewares = [
+        cors_middleware(config.access.cors_origins),
+        errors_middleware,
+        access_middleware(config.access),
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     server = Server(config, runtime, clock or MonotonicClock())
     app[SERVER] = server
 
@@ -314,9 +382,11 @@ def create_app(
 
     add_channel_routes(app, server)
     app.router.add_get("/", get_index)
-    app.router.add_static("/static/", config.web_root)
+    app.router.add_get("/static/{filename}", get_static)
     app.router.add_get("/health", get_health)
     app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/openapi.json", get_openapi)
+    app.router.add_get("/ice-servers", ice_servers_handler(config.ice_servers, config.turn))
     app.router.add_post("/offer", post_offer)
     app.router.add_delete("/sessions/{session_id}", delete_session)
     # Offline renders (POST /render, GET /render/{id}); that module imports this one.

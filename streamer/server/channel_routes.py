@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiortc import RTCSessionDescription
 from prometheus_client import Gauge
 
 from streamer.audio.files import decode_audio_bytes
 from streamer.audio.ingest import AudioIngest, pcm_to_frame
 from streamer.errors import AudioFormatError
+from streamer.server.access import public, viewer
 from streamer.server.app import SERVER, HttpError, Server
 from streamer.server.channels import (
     Channel,
@@ -30,6 +32,7 @@ from streamer.server.channels import (
     DriverClaim,
     ViewerNotFoundError,
     check_channel_name,
+    check_offer,
 )
 from streamer.server.pipeline import INPUT_RATE_HZ
 from streamer.server.playout import AudioQueueFullError, PlaybackEvent
@@ -53,7 +56,10 @@ def _channel_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ChannelError as exc:
-            raise HttpError(exc.status, exc.code, str(exc)) from exc
+            headers = None
+            if exc.status == 503:  # a limit: say when to come back
+                headers = {"Retry-After": str(request.app[SERVER].config.retry_after_s)}
+            raise HttpError(exc.status, exc.code, str(exc), headers) from exc
         except AudioQueueFullError as exc:
             raise HttpError(413, exc.code, str(exc)) from exc
 
@@ -71,6 +77,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         body = json.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HttpError(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nesting deeper than the parser's stack
+        raise HttpError(400, "invalid_json", "The body is nested too deeply.") from exc
     if not isinstance(body, dict):
         raise HttpError(400, "invalid_json", "The body must be a JSON object.")
     return body
@@ -88,12 +96,14 @@ async def post_channel(request: web.Request) -> web.Response:
     return web.json_response(channel.describe(), status=201)
 
 
+@viewer
 async def list_channels(request: web.Request) -> web.Response:
     channels = _registry(request).channels.values()
     return web.json_response({"channels": [c.describe() for c in channels]})
 
 
 @_channel_errors
+@viewer
 async def get_channel(request: web.Request) -> web.Response:
     return web.json_response(_registry(request).get(request.match_info["name"]).describe())
 
@@ -106,6 +116,7 @@ async def delete_channel(request: web.Request) -> web.Response:
 
 
 @_channel_errors
+@viewer
 async def post_whep(request: web.Request) -> web.Response:
     """WHEP (RFC 9725's shape for playback): SDP offer in, 201 + Location + complete answer."""
     if request.content_type != "application/sdp":
@@ -113,6 +124,8 @@ async def post_whep(request: web.Request) -> web.Response:
     sdp = (await request.read()).decode("utf-8", errors="replace")
     if not sdp.strip():
         raise HttpError(400, "invalid_offer", "The body must be an SDP offer.")
+    check_channel_name(request.match_info["name"])
+    check_offer(sdp)  # before a channel is created for it
     registry = _registry(request)
     channel = await registry.get_or_create(request.match_info["name"])
     viewer, answer = await registry.add_viewer(channel, RTCSessionDescription(sdp, "offer"))
@@ -126,6 +139,7 @@ async def post_whep(request: web.Request) -> web.Response:
 
 
 @_channel_errors
+@viewer
 async def delete_viewer(request: web.Request) -> web.Response:
     channel = _registry(request).get(request.match_info["name"])
     viewer = channel.viewers.get(request.match_info["viewer_id"])
@@ -144,6 +158,8 @@ async def post_publish(request: web.Request) -> web.Response:
         raise HttpError(400, "invalid_offer", 'Expected {"sdp": "...", "type": "offer"}.')
     if "m=audio" not in sdp:
         raise HttpError(400, "no_audio", "The offer has no audio track to publish.")
+    check_channel_name(request.match_info["name"])
+    check_offer(sdp, audio_required=True)  # before a channel is created for it
     registry = _registry(request)
     channel = await registry.get_or_create(request.match_info["name"])
     viewer, answer = await registry.add_viewer(
@@ -163,19 +179,24 @@ async def _read_upload(request: web.Request, limit_bytes: int) -> bytes:
     """The uploaded file: the raw body, or the first part of a multipart form."""
     if request.content_length is not None and request.content_length > limit_bytes:
         raise HttpError(413, "body_too_large", f"Uploads are limited to {limit_bytes} bytes.")
-    if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        part = await reader.next()
-        if part is None or not hasattr(part, "read_chunk"):
-            raise HttpError(400, "unreadable_audio", "The form holds no file.")
-        stream_read = part.read_chunk
-    else:
-        stream_read = request.content.read
-    data = bytearray()
-    while chunk := await stream_read(64 * 1024):
-        data += chunk
-        if len(data) > limit_bytes:
-            raise HttpError(413, "body_too_large", f"Uploads are limited to {limit_bytes} bytes.")
+    try:
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            part = await reader.next()
+            if part is None or not hasattr(part, "read_chunk"):
+                raise HttpError(400, "unreadable_audio", "The form holds no file.")
+            stream_read = part.read_chunk
+        else:
+            stream_read = request.content.read
+        data = bytearray()
+        while chunk := await stream_read(64 * 1024):
+            data += chunk
+            if len(data) > limit_bytes:
+                raise HttpError(
+                    413, "body_too_large", f"Uploads are limited to {limit_bytes} bytes."
+                )
+    except (ValueError, AssertionError, HttpProcessingError) as exc:  # a malformed form
+        raise HttpError(400, "bad_form", "The multipart form cannot be read.") from exc
     return bytes(data)
 
 
@@ -313,8 +334,10 @@ async def channel_audio(request: web.Request) -> web.WebSocketResponse:
             "bad_sample_rate",
             f"sample_rate must be one of {', '.join(map(str, PUSH_SAMPLE_RATES_HZ))} Hz.",
         )
-    channel = await registry.get_or_create(name)
     ws = web.WebSocketResponse(max_msg_size=registry.config.max_ws_message_bytes, heartbeat=20)
+    if not ws.can_prepare(request).ok:  # refused before a channel is created for it
+        raise HttpError(400, "not_a_websocket", "This endpoint is a WebSocket: send an upgrade.")
+    channel = await registry.get_or_create(name)
     driver = _PushDriver(channel, ws, rate_hz)
     claim: DriverClaim = channel.claim("websocket", driver.on_event, driver.on_revoke)
     sender: asyncio.Task[None] | None = None
@@ -333,6 +356,7 @@ async def channel_audio(request: web.Request) -> web.WebSocketResponse:
 
 
 @_channel_errors
+@public
 async def get_view(request: web.Request) -> web.FileResponse:
     check_channel_name(request.match_info["name"])
     return web.FileResponse(request.app[SERVER].config.web_root / "view.html")
@@ -371,6 +395,7 @@ def add_routes(app: web.Application, server: Server) -> None:
     _add_metrics(server, registry)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        registry.start()
         yield
         await registry.aclose()  # registered after the server's: runs before it closes
 

@@ -14,6 +14,7 @@ with :class:`ChannelBusyError` (409).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -32,6 +33,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
 
 from streamer.audio.ingest import AudioIngest
 from streamer.errors import AudioFormatError, StreamerError
@@ -102,6 +104,7 @@ class ChannelConfig:
     playout: PlayoutConfig = field(default_factory=PlayoutConfig)
     max_channels: int = 16
     max_viewers_per_channel: int = 32
+    max_viewers_total: int = 64  # over all channels: each viewer costs an encode per frame
     # Viewers, drivers and speak requests create a missing channel (with the default avatar);
     # when False they answer 404 and channels exist only through POST /channels.
     create_on_first_use: bool = True
@@ -109,6 +112,29 @@ class ChannelConfig:
     max_ws_message_bytes: int = 1024 * 1024
     # Events waiting to be sent to a slow driver: beyond this the oldest is dropped (logged).
     max_pending_events: int = 256
+    # A channel with no viewer, no driver and no queued audio for this long is deleted (its
+    # frames cost CPU for no one); None keeps idle channels forever.
+    idle_timeout_s: float | None = 600.0
+
+
+def check_offer(sdp: str, audio_required: bool = False, video_required: bool = True) -> None:
+    """Refuse an offer that cannot be answered, before anything is created for it.
+
+    Raises BadOfferError when ``sdp`` does not parse, lacks a required audio or video section,
+    or has a section without a DTLS fingerprint (it could never connect). aiortc's
+    negotiation still has the last word.
+    """
+    try:
+        media = SessionDescription.parse(sdp).media
+    except Exception as exc:  # aiortc's parser raises anything, asserts included
+        raise BadOfferError("The offer is not valid SDP.") from exc
+    kinds = {m.kind for m in media}
+    if video_required and "video" not in kinds:
+        raise BadOfferError("The offer has no video to receive.")
+    if audio_required and "audio" not in kinds:
+        raise BadOfferError("The offer has no audio track to publish.")
+    if any(m.dtls is None or not m.dtls.fingerprints for m in media):
+        raise BadOfferError("The offer has a media section without a DTLS fingerprint.")
 
 
 def check_channel_name(name: str) -> str:
@@ -351,6 +377,11 @@ class Channel:
         """Whether driver audio is still queued or on its way to the viewers."""
         return self._pipeline.has_pending_audio
 
+    @property
+    def is_idle(self) -> bool:
+        """No viewer, no driver, nothing queued: its frames are produced for no one."""
+        return not self.viewers and self.driver is None and not self.has_pending_audio
+
     # Viewers
     def viewer_joined(self, viewer: Viewer) -> None:
         self.viewers[viewer.viewer_id] = viewer
@@ -369,6 +400,26 @@ class Channel:
             "queued_s": round(self.queued_s, 3),
             "frames": self.frames_produced,
         }
+
+
+class IdleTracker:
+    """Which names have been idle for at least ``timeout_s``. Pure: the caller says what is
+    busy and what time it is (seconds on the app's one clock)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._idle_since_s: dict[str, float] = {}
+
+    def expired(self, busy_by_name: dict[str, bool], now_s: float) -> list[str]:
+        """Names idle since at least ``timeout_s`` ago; busy or vanished names are forgotten."""
+        for name in self._idle_since_s.keys() - busy_by_name.keys():
+            del self._idle_since_s[name]
+        for name, busy in busy_by_name.items():
+            if busy:
+                self._idle_since_s.pop(name, None)
+            else:
+                self._idle_since_s.setdefault(name, now_s)
+        return [n for n, t in self._idle_since_s.items() if now_s - t >= self.timeout_s]
 
 
 class ChannelRegistry:
@@ -392,6 +443,7 @@ class ChannelRegistry:
         self.config = config
         self._connect_timeout_s = connect_timeout_s
         self._watchdogs: set[asyncio.Task[None]] = set()
+        self._watchdog_of: dict[str, asyncio.Task[None]] = {}  # by viewer id, until answered
         self._scheduler = scheduler
         self._renderer = renderer
         self._clock = clock
@@ -403,6 +455,26 @@ class ChannelRegistry:
         self._video_codec = video_codec
         self.channels: dict[str, Channel] = {}
         self._lock = asyncio.Lock()
+        self._reaper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start deleting idle channels (when ``config.idle_timeout_s`` is set)."""
+        if self.config.idle_timeout_s is not None and self._reaper is None:
+            self._reaper = asyncio.create_task(
+                self._reap_idle(self.config.idle_timeout_s), name="channel-idle-reaper"
+            )
+
+    async def _reap_idle(self, timeout_s: float) -> None:
+        tracker = IdleTracker(timeout_s)
+        period_s = min(5.0, timeout_s / 4)
+        while True:
+            await self._clock.sleep_until(self._clock.now() + period_s)
+            busy = {name: not c.is_idle for name, c in self.channels.items()}
+            for name in tracker.expired(busy, self._clock.now()):
+                log.info("channel %s: idle for %.0f s (no viewer, driver or audio), deleting",
+                         name, timeout_s)  # fmt: skip
+                with contextlib.suppress(ChannelNotFoundError):  # deleted meanwhile
+                    await self.delete(name)
 
     def get(self, name: str) -> Channel:
         channel = self.channels.get(check_channel_name(name))
@@ -467,6 +539,11 @@ class ChannelRegistry:
                 f"Channel {channel.name!r} is at its limit of "
                 f"{self.config.max_viewers_per_channel} viewers."
             )
+        total = sum(len(c.viewers) for c in self.channels.values())
+        if total >= self.config.max_viewers_total:
+            raise TooManyViewersError(
+                f"The server is at its limit of {self.config.max_viewers_total} viewers."
+            )
         if "m=video" not in offer.sdp:
             raise BadOfferError("The offer has no video to receive.")
         claim = channel.claim("call", None) if publish else None
@@ -487,6 +564,8 @@ class ChannelRegistry:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("channel %s: viewer %s %s", channel.name, viewer.viewer_id, pc.connectionState)
+            if pc.connectionState in ("connected", "failed", "closed"):
+                self._end_watchdog(viewer.viewer_id)  # its question is answered
             if pc.connectionState in ("failed", "closed"):
                 viewer.close_soon()
 
@@ -503,6 +582,7 @@ class ChannelRegistry:
             self._connect_watchdog(viewer), name=f"channel-{channel.name}-watch-{viewer.viewer_id}"
         )
         self._watchdogs.add(watchdog)
+        self._watchdog_of[viewer.viewer_id] = watchdog
         watchdog.add_done_callback(self._watchdogs.discard)
         log.info(
             "channel %s: viewer %s joined (%d watching)",
@@ -512,9 +592,21 @@ class ChannelRegistry:
         )
         return viewer, pc.localDescription
 
+    def _end_watchdog(self, viewer_id: str) -> None:
+        """Cancel a viewer's connect watchdog (it ends at once; aclose() awaits the rest).
+
+        Without this, every viewer that connected or left would keep a sleeping task for
+        the whole connect timeout.
+        """
+        task = self._watchdog_of.pop(viewer_id, None)
+        if task is not None:
+            task.cancel()
+
     async def _connect_watchdog(self, viewer: Viewer) -> None:
         # A viewer that never connects (an answer never applied) must not hold its slot.
         await asyncio.sleep(self._connect_timeout_s)
+        # From here on it closes the viewer itself: no state change may cancel it midway.
+        self._watchdog_of.pop(viewer.viewer_id, None)
         if viewer.pc.connectionState != "connected":
             log.warning(
                 "channel %s: viewer %s not connected after %.0f s, closing",
@@ -532,6 +624,8 @@ class ChannelRegistry:
                 await channel.driver.revoke()
 
     async def aclose(self) -> None:
+        await cancel_and_wait(self._reaper)
+        self._reaper = None
         for task in list(self._watchdogs):
             await cancel_and_wait(task)
         for name in list(self.channels):

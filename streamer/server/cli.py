@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the server stack loads only when serving (keeps the CLI quick)
+    from streamer.server.access import AccessConfig
+    from streamer.server.app import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,47 @@ def register(subparsers: Any) -> None:
         default=120.0,
         help="audio a channel's driver may queue ahead of playback (default 120 s)",
     )
+    p.add_argument(
+        "--turn-url",
+        action="append",
+        default=[],
+        help="TURN server for the pages' browsers (repeatable), with short-lived credentials "
+        "from the secret in AVATAR_STREAMER_TURN_SECRET (coturn use-auth-secret)",
+    )
+    p.add_argument("--turn-ttl-s", type=int, default=3600, help="TURN credential lifetime")
+    limits = p.add_argument_group("limits (beyond them: 503 with Retry-After)")
+    limits.add_argument("--max-channels", type=int, default=16)
+    limits.add_argument("--max-viewers-per-channel", type=int, default=32)
+    limits.add_argument("--max-viewers", type=int, default=64, help="over all channels")
+    limits.add_argument(
+        "--connect-timeout-s",
+        type=float,
+        default=15.0,
+        help="a peer not connected by then is dropped (default 15 s)",
+    )
+    limits.add_argument(
+        "--channel-idle-timeout-s",
+        type=float,
+        default=600.0,
+        help="delete a channel with no viewer, driver or audio after this long; 0: never",
+    )
+    add_access_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_access_arguments(parser: Any) -> None:
+    """The access flags shared by ``serve`` and ``live``."""
+    parser.add_argument(
+        "--public-viewers",
+        action="store_true",
+        help="viewers (WHEP, channel list, metrics) need no token even when one is set",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="allow cross-origin calls from this origin (repeatable; '*' for any); off by default",
+    )
 
 
 def set_video_bitrate(codec: str, bitrate_bps: int) -> None:
@@ -51,30 +97,53 @@ def set_video_bitrate(codec: str, bitrate_bps: int) -> None:
     module.MAX_BITRATE = max(module.MAX_BITRATE, bitrate_bps)
 
 
-def run(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from streamer.engine import EngineOptions
-    from streamer.server.app import ServerConfig, create_app
+def server_config(
+    args: argparse.Namespace, access: AccessConfig, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """The server settings of a ``serve`` command line (secrets from ``environ``)."""
+    from streamer.server.app import ServerConfig
     from streamer.server.channels import ChannelConfig
+    from streamer.server.ice import turn_from_args
     from streamer.server.playout import PlayoutConfig
-    from streamer.server.runtime import build_runtime
 
-    providers = tuple(args.providers.split(",")) if args.providers else None
-    runtime = build_runtime(
-        args.avatars_dir, args.avatar, args.model, EngineOptions(providers=providers)
-    )
-    if args.bitrate:
-        set_video_bitrate(args.codec, args.bitrate)
-    config = ServerConfig(
+    return ServerConfig(
         host=args.host,
         port=args.port,
         avatar=args.avatar,
         max_sessions=args.max_sessions,
         video_codec=args.codec,
         ice_servers=tuple(args.ice_server),
-        channels=ChannelConfig(playout=PlayoutConfig(max_queued_s=args.max_queued_audio_s)),
+        connect_timeout_s=args.connect_timeout_s,
+        channels=ChannelConfig(
+            playout=PlayoutConfig(max_queued_s=args.max_queued_audio_s),
+            max_channels=args.max_channels,
+            max_viewers_per_channel=args.max_viewers_per_channel,
+            max_viewers_total=args.max_viewers,
+            idle_timeout_s=args.channel_idle_timeout_s or None,
+        ),
+        access=access,
+        turn=turn_from_args(
+            args.turn_url, args.turn_ttl_s, os.environ if environ is None else environ
+        ),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from streamer.engine import EngineOptions
+    from streamer.server.access import access_from_args
+    from streamer.server.app import create_app
+    from streamer.server.runtime import build_runtime
+
+    access = access_from_args(args, os.environ)  # refuses an exposed bind before loading
+    config = server_config(args, access)
+    providers = tuple(args.providers.split(",")) if args.providers else None
+    runtime = build_runtime(
+        args.avatars_dir, args.avatar, args.model, EngineOptions(providers=providers)
+    )
+    if args.bitrate:
+        set_video_bitrate(args.codec, args.bitrate)
     app = create_app(config, runtime)
     print(
         f"avatar-streamer: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streamer.server.cli import add_access_arguments
 from streamer.server.microphone import (
     AudioInput,
     InputDevices,
@@ -43,6 +45,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
     p.add_argument("--codec", choices=("vp8", "h264"), default="vp8", help="video codec")
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
+    add_access_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -62,11 +65,13 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
 
     from aiohttp import web
 
+    from streamer.server.access import access_from_args
     from streamer.server.app import ServerConfig, create_app
     from streamer.server.channels import check_channel_name
     from streamer.server.runtime import build_runtime
 
     channel_name = check_channel_name(args.channel)
+    access = access_from_args(args, os.environ)
     source = devices.open(args.device)  # fail before the model loads
     try:
         runtime = build_runtime(args.avatars_dir, args.avatar, args.model)
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
             avatar=args.avatar,
             video_codec=args.codec,
             ice_servers=tuple(args.ice_server),
+            access=access,
         )
         app = create_app(config, runtime)
         attach_microphone(app, channel_name, source, f"http://{args.host}:{args.port}")

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from streamer.errors import StreamerError
 from streamer.offline.audio import (
@@ -250,25 +251,28 @@ async def _read_upload(request: web.Request, limit_bytes: int) -> tuple[bytes, s
         )
     if request.content_length is not None and request.content_length > limit_bytes:
         raise HttpError(413, "body_too_large", f"Uploads are limited to {limit_bytes} bytes.")
-    reader = await request.multipart()
     audio: bytes | None = None
     avatar: str | None = None
     total = 0
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            continue
-        data = bytearray()
-        while chunk := await part.read_chunk(64 * 1024):
-            total += len(chunk)
-            if total > limit_bytes:
-                raise HttpError(
-                    413, "body_too_large", f"Uploads are limited to {limit_bytes} bytes."
-                )
-            data.extend(chunk)
-        if part.name == "audio":
-            audio = bytes(data)
-        elif part.name == "avatar":
-            avatar = data.decode("utf-8", errors="replace").strip()
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            data = bytearray()
+            while chunk := await part.read_chunk(64 * 1024):
+                total += len(chunk)
+                if total > limit_bytes:
+                    raise HttpError(
+                        413, "body_too_large", f"Uploads are limited to {limit_bytes} bytes."
+                    )
+                data.extend(chunk)
+            if part.name == "audio":
+                audio = bytes(data)
+            elif part.name == "avatar":
+                avatar = data.decode("utf-8", errors="replace").strip()
+    except (ValueError, AssertionError, HttpProcessingError) as exc:  # a malformed form
+        raise HttpError(400, "bad_form", "The multipart form cannot be read.") from exc
     if not audio:
         raise HttpError(400, "missing_audio", "The form has no audio file (field audio).")
     return audio, avatar

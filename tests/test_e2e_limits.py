@@ -1,0 +1,75 @@
+"""Limits answered cleanly over real HTTP/WebRTC: viewers per channel and in all, channels (503 with
+Retry-After, the one JSON error), while the admitted viewer keeps its 25 fps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from streamer.bench.viewer import WhepError, WhepViewer
+from streamer.server.app import Runtime, ServerConfig, create_app
+from streamer.server.channels import ChannelConfig
+from streamer.server.runtime import build_runtime
+
+pytestmark = pytest.mark.realtime
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Runtime:
+    return build_runtime(REPO / "avatars")
+
+
+async def test_viewer_and_channel_limits_are_503_with_retry_after(runtime: Runtime) -> None:
+    config = ServerConfig(
+        retry_after_s=7,
+        channels=ChannelConfig(max_channels=2, max_viewers_per_channel=1, max_viewers_total=1),
+    )
+    runner = web.AppRunner(create_app(config, runtime))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            first = WhepViewer(url, "one", keep_frames=False)
+            await first.connect(http)
+            second = WhepViewer(url, "one", keep_frames=False)
+            with pytest.raises(WhepError) as refused:
+                await second.connect(http)
+            await second.aclose()
+            assert refused.value.status == 503
+            assert json.loads(refused.value.body)["error"] == "too_many_viewers"
+            # The same over plain HTTP, to read the headers.
+            offer = first.pc.localDescription.sdp
+            headers = {"Content-Type": "application/sdp"}
+            async with http.post(f"{url}/channels/one/whep", data=offer, headers=headers) as r:
+                assert r.status == 503
+                assert r.headers["Retry-After"] == "7"
+                assert (await r.json())["error"] == "too_many_viewers"
+            async with http.post(f"{url}/channels", json={"name": "two"}) as r:
+                assert r.status == 201
+            # A viewer of another channel: the server-wide viewer limit.
+            async with http.post(f"{url}/channels/two/whep", data=offer, headers=headers) as r:
+                assert r.status == 503
+                assert r.headers["Retry-After"] == "7"
+                assert "limit of 1 viewers" in (await r.json())["message"]
+            async with http.post(f"{url}/channels", json={"name": "three"}) as r:
+                assert r.status == 503
+                assert r.headers["Retry-After"] == "7"
+                assert (await r.json())["error"] == "too_many_channels"
+            # The admitted viewer never noticed.
+            n0, t0 = len(first.received.video_at_s), time.monotonic()
+            await asyncio.sleep(2.0)
+            fps = (len(first.received.video_at_s) - n0) / (time.monotonic() - t0)
+            assert abs(fps - 25.0) <= 1.5, fps
+            await first.aclose(http)
+    finally:
+        await runner.cleanup()
