@@ -69,27 +69,6 @@ class Received:
     audio_at_s: list[float] = field(default_factory=list)
     audio_pcm: list[npt.NDArray[np.int16]] = field(default_factory=list)  # mono 48 kHz blocks
 
-    async def drain(self, track: MediaStreamTrack, *, keep_frames: bool) -> None:
-        """Record every frame of ``track`` with its arrival time until the track ends."""
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            now_s = time.monotonic()
-            if isinstance(frame, av.VideoFrame):
-                self.video_at_s.append(now_s)
-                self.video_pts.append(int(frame.pts or 0))
-                if keep_frames:
-                    self.video_frames.append(
-                        frame.to_ndarray(format="bgr24").astype(np.uint8, copy=False)
-                    )
-            else:
-                assert isinstance(frame, av.AudioFrame)
-                self.audio_at_s.append(now_s)
-                pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
-                self.audio_pcm.append(pcm.astype(np.int16))
-
 
 class LoopbackPeer:
     """One client call against a server URL. ``aclose()`` ends it and is idempotent."""
@@ -118,8 +97,8 @@ class LoopbackPeer:
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            reader = self.received.drain(track, keep_frames=self.keep_frames)
-            self._tasks.append(asyncio.create_task(reader, name=f"peer-{track.kind}"))
+            reader = self._read_video if track.kind == "video" else self._read_audio
+            self._tasks.append(asyncio.create_task(reader(track), name=f"peer-{track.kind}"))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
@@ -132,6 +111,31 @@ class LoopbackPeer:
         self.session_id = answer["session_id"]
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         self.answered_at_s = time.monotonic()
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, av.VideoFrame)
+            self.received.video_at_s.append(time.monotonic())
+            self.received.video_pts.append(int(frame.pts or 0))
+            if self.keep_frames:
+                self.received.video_frames.append(
+                    frame.to_ndarray(format="bgr24").astype(np.uint8, copy=False)
+                )
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, av.AudioFrame)
+            self.received.audio_at_s.append(time.monotonic())
+            pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
+            self.received.audio_pcm.append(pcm.astype(np.int16))
 
     async def aclose(self, http: aiohttp.ClientSession | None = None) -> None:
         if http is not None and self.session_id is not None:

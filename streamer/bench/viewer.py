@@ -11,8 +11,10 @@ import asyncio
 import time
 
 import aiohttp
+import av
+import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from streamer.bench.peer import Received
 from streamer.server.tasks import cancel_and_wait
@@ -46,8 +48,8 @@ class WhepViewer:
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            reader = self.received.drain(track, keep_frames=self.keep_frames)
-            self._tasks.append(asyncio.create_task(reader, name=f"whep-{track.kind}"))
+            reader = self._read_video if track.kind == "video" else self._read_audio
+            self._tasks.append(asyncio.create_task(reader(track), name=f"whep-{track.kind}"))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         url = f"{self.base_url}/channels/{self.channel}/whep"
@@ -60,6 +62,31 @@ class WhepViewer:
         self.answer_sdp = body
         await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
         self.answered_at_s = time.monotonic()
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, av.VideoFrame)
+            self.received.video_at_s.append(time.monotonic())
+            self.received.video_pts.append(int(frame.pts or 0))
+            if self.keep_frames:
+                self.received.video_frames.append(
+                    frame.to_ndarray(format="bgr24").astype(np.uint8, copy=False)
+                )
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, av.AudioFrame)
+            self.received.audio_at_s.append(time.monotonic())
+            pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
+            self.received.audio_pcm.append(pcm.astype(np.int16))
 
     async def aclose(self, http: aiohttp.ClientSession | None = None) -> None:
         if http is not None and self.location is not None:
