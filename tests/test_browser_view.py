@@ -5,11 +5,13 @@ chroma-key colour; and reconnecting by itself when the server restarts."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from aiohttp import web
@@ -18,7 +20,9 @@ from streamer.client import ChannelClient
 from streamer.server.app import Runtime, ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
 from streamer.server.runtime import build_runtime
+from tests.audio_signals import pcm16, vowel
 from tests.browser import CHROMIUM, Browser
+from tests.media_analysis import mouth_activity
 from tests.speech import spoken_clip
 from tests.test_browser_call import write_wav
 
@@ -81,12 +85,6 @@ async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.AppRunner]]:
     await runner.cleanup()
 
 
-def vowel_24k(seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * 24_000)) / 24_000
-    x = 0.3 * sum(np.sin(2 * np.pi * k * 140 * t) / k for k in range(1, 20))
-    return (x * ((t % 1.0) < 0.7) * 32767).astype("<i2")
-
-
 AUDIO_ENERGY = """
 (async () => {
   let energy = 0;
@@ -115,7 +113,7 @@ async def test_view_page_autoplays_with_sound_transparent_and_filling_the_window
         assert len(channel.viewers) == 1
         quiet_energy = await page.evaluate(AUDIO_ENERGY)
         async with await ChannelClient.connect(url, "studio", 24_000) as driver:
-            await driver.push(vowel_24k(4.0))
+            await driver.push(pcm16(vowel(4.0, on_s=0.7, off_s=0.3)))
             await driver.end_of_segment()
             await driver.wait_for("playback_started", 5)
             before = await page.evaluate("window.viewState.framesDecoded")
@@ -176,6 +174,60 @@ async def test_view_page_reconnects_by_itself_after_a_server_restart(runtime: Ru
             assert len(runner.app[CHANNELS].get("studio").viewers) == 1
     finally:
         await runner.cleanup()
+
+
+async def mouth_shown(page: Browser, runtime: Runtime) -> float:
+    """How far the mouth on screen is from the avatar at rest (mouth_activity), read from a
+    screenshot of a 512 x 512 page: what a viewer (or OBS) sees, whatever element shows it."""
+    avatar, crops = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
+    shot = await page.send("Page.captureScreenshot", format="png")
+    png = np.frombuffer(base64.b64decode(shot["data"]), np.uint8)
+    shown = cv2.imdecode(png, cv2.IMREAD_COLOR)
+    frames = np.asarray(avatar.frames)
+    assert shown.shape == frames.shape[1:], shown.shape
+    return float(mouth_activity([shown], frames, crops.boxes.mean(axis=0))[0])
+
+
+async def test_view_page_is_left_on_the_avatar_at_rest_when_the_server_stops(
+    runtime: Runtime,
+) -> None:
+    port = free_port()
+    runner = await serve(runtime, port)
+    stopped = False
+    try:
+        async with Browser() as page:
+            # The page at the avatar's size, so a screenshot pixel is a frame pixel.
+            await page.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=512,
+                height=512,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            await page.goto(f"http://127.0.0.1:{port}/view/studio")
+            await page.wait_for("window.viewState.status === 'live'", 15)
+            await asyncio.sleep(1.5)
+            at_rest = await mouth_shown(page, runtime)
+            url = f"http://127.0.0.1:{port}"
+            async with await ChannelClient.connect(url, "studio", 24_000) as driver:
+                await driver.push(pcm16(vowel(20.0)))
+                await driver.wait_for("playback_started", 5)
+                await asyncio.sleep(2.0)
+                speaking = await mouth_shown(page, runtime)
+                stopped = True
+                await runner.cleanup()  # mid-vowel, as on SIGTERM
+            await page.wait_for("window.viewState.status === 'reconnecting'", 10)
+            await asyncio.sleep(0.5)
+            last = await mouth_shown(page, runtime)
+            still = await page.evaluate("getComputedStyle(still).display")
+    finally:
+        if not stopped:
+            await runner.cleanup()
+    print(f"page mouth: rest {at_rest:.1f}, speaking {speaking:.1f}, after the stop {last:.1f}")
+    assert speaking > at_rest + 2.0, (at_rest, speaking)
+    # Still showing the avatar (not a blank page), with the mouth at rest.
+    assert still == "block"
+    assert last <= at_rest + 0.25 * (speaking - at_rest), (at_rest, speaking, last)
 
 
 async def test_the_call_page_publishes_its_microphone_into_a_channel(

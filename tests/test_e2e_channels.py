@@ -25,6 +25,7 @@ from streamer.client import ChannelClient, ChannelClientError
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
 from streamer.server.runtime import build_runtime
+from tests.audio_signals import pcm16, vowel
 from tests.media_analysis import best_lag_s, block_rms, mouth_activity
 from tests.speech import spoken_clip
 
@@ -58,22 +59,6 @@ async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]
 def mouth_series(runtime: Runtime, frames: list[np.ndarray]) -> np.ndarray:
     avatar, crops = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
     return mouth_activity(frames, np.asarray(avatar.frames), crops.boxes.mean(axis=0))
-
-
-def vowel_24k(seconds: float, on_s: float | None = None, off_s: float = 0.0) -> np.ndarray:
-    """A sustained voiced vowel (140 Hz and harmonics) at 24 kHz: it holds the mouth open.
-
-    With ``on_s``/``off_s`` it is gated on and off, so the mouth opens and closes.
-    """
-    t = np.arange(int(seconds * 24_000)) / 24_000
-    x = 0.3 * sum(np.sin(2 * np.pi * k * 140 * t) / k for k in range(1, 20))
-    if on_s is not None:
-        x = x * ((t % (on_s + off_s)) < on_s)
-    return x.astype(np.float32)
-
-
-def pcm16(clip: np.ndarray) -> np.ndarray:
-    return (np.clip(clip, -1, 1) * 32767).astype("<i2")
 
 
 def audio_of(received: Received) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +108,7 @@ async def test_whep_viewer_gets_a_complete_answer_and_25_fps(server) -> None:
 
 async def test_two_viewers_receive_the_same_frames_produced_once(server, runtime: Runtime) -> None:
     url, app = server
-    speech = vowel_24k(6.0, on_s=0.6, off_s=0.4)
+    speech = vowel(6.0, on_s=0.6, off_s=0.4)
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{url}/channels", json={"name": "duo"}) as r:
             assert r.status == 201
@@ -254,7 +239,7 @@ async def test_pushed_speech_plays_at_real_time_in_order_and_in_sync(
 
 async def test_interrupt_rests_the_mouth_within_two_frames(server, runtime: Runtime) -> None:
     url, _app = server
-    speech = vowel_24k(10.0)
+    speech = vowel(10.0)
     async with aiohttp.ClientSession() as http:
         viewer = WhepViewer(url, "cut")
         await viewer.connect(http)

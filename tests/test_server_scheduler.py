@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 from collections.abc import Iterator, Sequence
 
@@ -10,7 +11,7 @@ import pytest
 
 from streamer.server.clock import ManualClock
 from streamer.server.metrics import Metrics
-from streamer.server.pipeline import FrameJob, SessionPipeline
+from streamer.server.pipeline import FrameJob, JobKind, SessionPipeline
 from streamer.server.render import RenderRequest
 from streamer.server.scheduler import FrameScheduler
 
@@ -38,10 +39,15 @@ class FakeSink:
         self.pipeline = SessionPipeline(avatar_frame_count=4)
         self.last_image: np.ndarray | None = None
         self.delivered: list[tuple[FrameJob, np.ndarray, float]] = []
+        self.sent = asyncio.Event()  # what drain() waits for: set it to "send" the frames
+        self.sent.set()
 
     def deliver(self, job: FrameJob, image: np.ndarray, now_s: float) -> None:
         self.last_image = image
         self.delivered.append((job, image, now_s))
+
+    async def drain(self) -> None:
+        await self.sent.wait()
 
 
 class InlineExecutor(concurrent.futures.Executor):
@@ -135,4 +141,64 @@ async def test_aclose_is_idempotent_and_ends_the_task(executor) -> None:
     scheduler = FrameScheduler(clock, FakeRenderer(), Metrics(), executor)
     scheduler.start()
     await scheduler.aclose()
+    await scheduler.aclose()
+
+
+def _speak(pipeline: SessionPipeline, seconds: float, now_s: float) -> None:
+    """Loud 16 kHz noise (speech to the pipeline's threshold)."""
+    rng = np.random.default_rng(0)
+    pipeline.push_pcm_16k(
+        (0.5 * rng.standard_normal(int(16_000 * seconds))).astype(np.float32), now_s
+    )
+
+
+async def test_finish_sends_each_sink_a_last_frame_at_rest_and_stops(executor) -> None:
+    clock = ManualClock(T0_S)
+    renderer = FakeRenderer()
+    scheduler = FrameScheduler(clock, renderer, Metrics(), executor)
+    sinks = [FakeSink("a"), FakeSink("b")]
+    for s in sinks:
+        scheduler.add(s)
+    scheduler.start()
+    for tick in range(8):
+        for s in sinks:  # 40 ms of speech per tick, as a live peer sends it
+            _speak(s.pipeline, 0.04, T0_S + tick * PERIOD_S)
+        await to_tick(clock, tick)
+    assert all(s.delivered[-1][0].kind is JobKind.RENDER for s in sinks)  # mid-speech
+    await scheduler.finish(timeout_s=1.0)
+    for s in sinks:
+        # The rest frame, sent as the next three frames (pts without a gap), with silence.
+        assert [job.output_index for job, _, _ in s.delivered[-4:]] == [7, 8, 9, 10]
+        for job, image, _ in s.delivered[-3:]:
+            assert job.kind is JobKind.IDLE
+            assert job.strength == 0.0
+            assert not np.any(job.audio_16k)
+            assert int(image[0, 0, 0]) == 8  # rendered once, for output index 8
+    # No tick after finish, however long the clock runs.
+    await to_tick(clock, 20)
+    assert all(len(s.delivered) == 11 for s in sinks)
+
+
+async def test_finish_waits_for_the_last_frame_to_be_sent_but_not_forever(executor) -> None:
+    clock = ManualClock(T0_S)
+    scheduler = FrameScheduler(clock, FakeRenderer(), Metrics(), executor)
+    prompt, stuck = FakeSink("prompt"), FakeSink("stuck")
+    prompt.sent.clear()
+    stuck.sent.clear()  # never sends: a peer that stopped reading
+    scheduler.add(prompt)
+    scheduler.add(stuck)
+    scheduler.start()
+    await to_tick(clock, 0)
+    finishing = asyncio.create_task(scheduler.finish(timeout_s=0.2))
+    await asyncio.sleep(0.05)
+    assert not finishing.done()  # waiting for the frames to go out
+    prompt.sent.set()
+    await asyncio.sleep(0.05)
+    assert not finishing.done()  # still waiting for the stuck one
+    await asyncio.wait_for(finishing, 1.0)  # then gives up on it, within its bound
+
+
+async def test_finish_without_sinks_or_start_is_a_no_op(executor) -> None:
+    scheduler = FrameScheduler(ManualClock(T0_S), FakeRenderer(), Metrics(), executor)
+    await scheduler.finish(timeout_s=0.1)
     await scheduler.aclose()

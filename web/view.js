@@ -99,6 +99,22 @@ async function connect() {
   return { pc, resource };
 }
 
+// While reconnecting, the page keeps showing the stream's last frame (the server sends the
+// avatar at rest as it stops) instead of going blank: a restart is a pause, not a vanishing.
+const still = document.getElementById("still");
+
+function holdLastFrame() {
+  if (!video.videoWidth) return;
+  still.width = video.videoWidth;
+  still.height = video.videoHeight;
+  still.getContext("2d").drawImage(video, 0, 0);
+  still.style.display = "block";
+}
+
+function releaseLastFrame() {
+  still.style.display = "none";
+}
+
 async function framesDecoded(pc) {
   let frames = 0;
   (await pc.getStats()).forEach((r) => {
@@ -116,7 +132,10 @@ async function untilEnded(pc) {
     await sleep(1000);
     const frames = await framesDecoded(pc);
     state.framesDecoded = frames;
-    if (frames > 0 && frames !== last) state.status = "live";
+    if (frames > 0 && frames !== last) {
+      state.status = "live";
+      releaseLastFrame();
+    }
     still = frames === last ? still + 1 : 0;
     last = frames;
     if (still >= 3 || (frames === 0 && still >= 8)) return;
@@ -149,6 +168,7 @@ async function run() {
     }
     current = null;
     if (session) {
+      holdLastFrame(); // before close(): closing ends the tracks and blanks the video
       session.pc.close();
       if (session.resource) {
         fetch(session.resource, { method: "DELETE", headers: auth }).catch(() => {});

@@ -65,6 +65,7 @@ class ServerConfig:
     max_body_bytes: int = 256 * 1024
     connect_timeout_s: float = 15.0
     retry_after_s: int = 5
+    farewell_timeout_s: float = 0.5  # at shutdown, to send viewers their last frame
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
     web_root: Path = WEB_ROOT
@@ -163,6 +164,10 @@ class Server:
 
     async def start(self) -> None:
         self.scheduler.start()
+
+    async def farewell(self) -> None:
+        """Shutdown, first step: stop the frames and send every viewer a last one, at rest."""
+        await self.scheduler.finish(timeout_s=self.config.farewell_timeout_s)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(s.aclose() for s in list(self.sessions.values())))
@@ -393,4 +398,11 @@ def create_app(
     from streamer.server.offline import add_routes as add_render_routes
 
     add_render_routes(app, render)
+
+    async def farewell(_app: web.Application) -> None:
+        await server.farewell()
+
+    # On shutdown, after the channels' drivers are told (registered above): the last frames go
+    # out before aiohttp waits for open requests and the cleanup closes the peers.
+    app.on_shutdown.append(farewell)
     return app

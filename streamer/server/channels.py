@@ -43,7 +43,12 @@ from streamer.server.playout import ChannelPipeline, PlaybackEvent, PlayoutConfi
 from streamer.server.render import Renderer
 from streamer.server.scheduler import FrameScheduler
 from streamer.server.tasks import cancel_and_wait
-from streamer.server.tracks import VIDEO_PTS_PER_FRAME_25FPS, AvatarAudioTrack, AvatarVideoTrack
+from streamer.server.tracks import (
+    VIDEO_PTS_PER_FRAME_25FPS,
+    AvatarAudioTrack,
+    AvatarVideoTrack,
+    wait_sent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +194,10 @@ class Viewer:
         self.video.push(image, pts_90khz)
         self.audio.push([_copy_audio_frame(f) for f in audio])
 
+    async def drain(self) -> None:
+        """Wait until the frames pushed so far have been sent (at once if not connected)."""
+        await wait_sent(self.pc, self.video, self.audio)
+
     def attach_input(self, track: MediaStreamTrack) -> None:
         if self._ingest_task is None:
             self._ingest_task = asyncio.create_task(
@@ -313,6 +322,10 @@ class Channel:
         self._dispatch(self._pipeline.take_events())
         if self.driver is not None and self.driver.kind == "file" and not self.has_pending_audio:
             self.driver.release()  # the uploaded files have played: the channel is free
+
+    async def drain(self) -> None:
+        """Wait until every viewer has been sent the frames delivered so far."""
+        await asyncio.gather(*(v.drain() for v in list(self.viewers.values())))
 
     def _dispatch(self, events: list[PlaybackEvent]) -> None:
         if self._listener is None:

@@ -232,7 +232,7 @@ class SessionPipeline:
             # Only after a stall longer than the ring: start again from the newest frame.
             self.stats.dropped_input_frames += ready - 1 - i
             self._next_input = ready
-            return self._idle_after_gap(n, avatar_frame, silence)
+            return self._rest_job(n, avatar_frame, silence)
         assert window is not None  # i < frames_ready()
         ready_at = self._lookup_ready_at(i)
         if backlog == 1 and ready_at is not None:
@@ -291,7 +291,18 @@ class SessionPipeline:
         self._strength = 0.0
         return released
 
-    def _idle_after_gap(self, n: int, avatar_frame: int, silence: F32) -> FrameJob:
+    def final_job(self) -> FrameJob:
+        """The stream's last frame (server shutdown): the avatar at rest, with silence.
+
+        It takes the next output index, so it continues the stream's pts without a gap.
+        """
+        n = self._output_index
+        self._output_index += 1
+        self.stats.frames += 1
+        silence = np.zeros(self.config.samples_per_frame, np.float32)
+        return self._rest_job(n, n % self._avatar_frames, silence)
+
+    def _rest_job(self, n: int, avatar_frame: int, silence: F32) -> FrameJob:
         self._strength = 0.0
         self.stats.idle += 1
         return FrameJob(JobKind.IDLE, n, avatar_frame, None, None, 0.0, silence, None, None)

@@ -4,6 +4,9 @@ Ticks are deadlines ``t0 + k / fps`` on the one process clock. At each tick ever
 gives its job (its pipeline decides), the renderer turns all of them into images in one call
 in the inference executor, and each sink gets its image. A tick that starts more than one
 period late skips the missed ticks (drop and re-anchor, counted): it never bursts.
+
+At shutdown, :meth:`FrameScheduler.finish` stops the ticks and sends every sink one last frame,
+the avatar at rest, so viewers are not left on a half-open mouth when the stream ends.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class FrameSink(Protocol):
     def last_image(self) -> U8 | None: ...
 
     def deliver(self, job: FrameJob, image: U8, now_s: float) -> None: ...
+
+    async def drain(self) -> None:
+        """Return when every frame delivered so far has been sent to the sink's peers."""
 
 
 class FrameScheduler:
@@ -87,6 +93,39 @@ class FrameScheduler:
     async def aclose(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+
+    async def finish(self, timeout_s: float, frames: int = 3) -> None:
+        """Stop ticking, send every sink its last ``frames`` frames, the avatar at rest, and
+        wait until they have gone out.
+
+        Waits at most ``timeout_s`` for the frames to be sent (a peer that never connected
+        never takes its frame). The sinks stay registered: their owners close them after.
+        """
+        await self.aclose()
+        sinks = list(self._sinks.values())
+        if not sinks:
+            return
+        requests = [RenderRequest(s.avatar, s.pipeline.final_job(), s.last_image) for s in sinks]
+        loop = asyncio.get_running_loop()
+        try:
+            images = await loop.run_in_executor(self._executor, self._renderer.render, requests)
+        except Exception:
+            log.exception("rendering the last frames failed; ending without them")
+            return
+        now_s = self._clock.now()
+        for sink, request, image in zip(sinks, requests, images, strict=True):
+            sink.deliver(request.job, image, now_s)
+            # The same frame again as the next ones: a video encoder codes a big change
+            # coarsely first and refines it in the frames after, and a receiver's jitter buffer
+            # may release a frame only when the next one starts (aiortc's does).
+            for _ in range(frames - 1):
+                sink.deliver(sink.pipeline.final_job(), image, now_s)
+        drains = [asyncio.create_task(s.drain(), name=f"drain-{s.sink_id}") for s in sinks]
+        _done, pending = await asyncio.wait(drains, timeout=timeout_s)
+        for task in pending:
+            await cancel_and_wait(task)
+        if pending:
+            log.info("last frame not sent to %d of %d sinks in time", len(pending), len(sinks))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

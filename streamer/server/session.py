@@ -15,7 +15,12 @@ from streamer.errors import AudioFormatError
 from streamer.server.clock import Clock
 from streamer.server.pipeline import FrameJob, OutputAudio, SessionPipeline
 from streamer.server.tasks import cancel_and_wait
-from streamer.server.tracks import VIDEO_PTS_PER_FRAME_25FPS, AvatarAudioTrack, AvatarVideoTrack
+from streamer.server.tracks import (
+    VIDEO_PTS_PER_FRAME_25FPS,
+    AvatarAudioTrack,
+    AvatarVideoTrack,
+    wait_sent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,10 @@ class Session:
         self._last_image = image
         self.video.push(image, job.output_index * VIDEO_PTS_PER_FRAME_25FPS)
         self.audio.push(self._out_audio.convert(job.audio_16k))
+
+    async def drain(self) -> None:
+        """Wait until the frames delivered so far have been sent (at once if not connected)."""
+        await wait_sent(self.pc, self.video, self.audio)
 
     def attach_input(self, track: MediaStreamTrack) -> None:
         if self._ingest_task is None:

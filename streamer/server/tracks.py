@@ -3,7 +3,9 @@
 aiortc's sender loops on ``await track.recv()`` and sends whatever it gets at once: the
 scheduler's tick is the clock, and these tracks only hand over frames. Each holds a small
 bounded queue; when the encoder falls behind, the oldest frame is dropped (counted) rather
-than letting latency grow a frame at a time.
+than letting latency grow a frame at a time. ``wait_sent()`` tells when everything handed
+over so far has gone out (the sender asked for more with nothing queued), so a last frame can
+be flushed before the peer closes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fractions
 import av
 import numpy as np
 import numpy.typing as npt
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
@@ -26,16 +29,27 @@ class _QueueTrack(MediaStreamTrack):
         # Bounded: when full, the oldest item is dropped (counted in `dropped`).
         self._queue: asyncio.Queue[av.AudioFrame | av.VideoFrame | None] = asyncio.Queue(maxsize)
         self.dropped = 0
+        # Set while the sender waits with nothing queued: aiortc's sender encodes and sends
+        # each frame before it asks for the next, so everything pushed before has gone out.
+        self._sent = asyncio.Event()
 
     def _put(self, item: av.AudioFrame | av.VideoFrame | None) -> None:
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
         self._queue.put_nowait(item)
+        self._sent.clear()
+
+    async def wait_sent(self) -> None:
+        """Return once the sender has taken, encoded and sent every frame pushed so far (or the
+        track has stopped). Never returns for a track no sender reads: bound it with a timeout."""
+        await self._sent.wait()
 
     async def recv(self) -> av.AudioFrame | av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._queue.empty():
+            self._sent.set()
         item = await self._queue.get()
         if item is None:
             raise MediaStreamError
@@ -47,6 +61,7 @@ class _QueueTrack(MediaStreamTrack):
             if self._queue.full():
                 self._queue.get_nowait()
             self._queue.put_nowait(None)
+        self._sent.set()
         super().stop()
 
 
@@ -72,3 +87,10 @@ class AvatarAudioTrack(_QueueTrack):
     def push(self, frames: list[av.AudioFrame]) -> None:
         for frame in frames:
             self._put(frame)
+
+
+async def wait_sent(pc: RTCPeerConnection, *tracks: _QueueTrack) -> None:
+    """Wait until ``tracks`` have sent everything pushed so far; at once unless ``pc`` is
+    connected (no sender reads a track before that)."""
+    if pc.connectionState == "connected":
+        await asyncio.gather(*(t.wait_sent() for t in tracks))
