@@ -9,13 +9,16 @@ import time
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
 from aiohttp import web
 
+from streamer.bench.peer import LoopbackPeer
 from streamer.bench.viewer import WhepError, WhepViewer
-from streamer.server.app import Runtime, ServerConfig, create_app
+from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channels import ChannelConfig
 from streamer.server.runtime import build_runtime
+from tests.servers import start_app
 
 pytestmark = pytest.mark.realtime
 
@@ -71,5 +74,44 @@ async def test_viewer_and_channel_limits_are_503_with_retry_after(runtime: Runti
             fps = (len(first.received.video_at_s) - n0) / (time.monotonic() - t0)
             assert abs(fps - 25.0) <= 1.5, fps
             await first.aclose(http)
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_call_whose_peer_stops_sending_audio_is_closed_after_the_idle_timeout(
+    runtime: Runtime,
+) -> None:
+    runner, url = await start_app(create_app(ServerConfig(session_idle_timeout_s=1.0), runtime))
+    server = runner.app[SERVER]
+    try:
+        async with aiohttp.ClientSession() as http:
+            # Both connected; one sends silence (packets: not idle), the other stops sending.
+            silent = LoopbackPeer(url, np.zeros(48_000, np.float32), loop=True, keep_frames=False)
+            gone = LoopbackPeer(url, np.zeros(48_000, np.float32), loop=True, keep_frames=False)
+            for peer in (silent, gone):
+                await peer.connect(http)
+            deadline = time.monotonic() + 10
+            while not all(len(p.received.video_at_s) > 10 for p in (silent, gone)):
+                assert time.monotonic() < deadline, "no video"
+                await asyncio.sleep(0.05)
+            gone.track.stop()  # its sender ends; ICE and DTLS stay up, no audio flows
+            stopped_at = time.monotonic()
+            while gone.session_id in server.sessions:
+                assert time.monotonic() < stopped_at + 5, "the idle call was not closed"
+                await asyncio.sleep(0.02)
+            closed_after_s = time.monotonic() - stopped_at
+            # The timeout, plus up to one check period (timeout / 4) and a packet's worth.
+            assert 0.9 <= closed_after_s <= 1.0 + 0.25 + 0.3, closed_after_s
+            frames = len(silent.received.video_at_s)
+            await asyncio.sleep(1.6)  # beyond another timeout: the silent call stays
+            assert silent.session_id in server.sessions
+            assert len(silent.received.video_at_s) - frames >= 30
+            async with http.get(f"{url}/metrics") as r:
+                assert "avatar_sessions_idle_closed_total 1.0" in await r.text()
+            async with http.delete(f"{url}/sessions/{gone.session_id}") as r:
+                assert r.status == 404
+            gone.session_id = None
+            for peer in (silent, gone):
+                await peer.aclose(http)
     finally:
         await runner.cleanup()

@@ -64,6 +64,9 @@ class ServerConfig:
     ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs; none on a LAN or loopback
     max_body_bytes: int = 256 * 1024
     connect_timeout_s: float = 15.0
+    # A call whose peer has sent no audio for this long is closed (None: never). A browser
+    # sends packets even when muted, so silence on the wire means a broken or hostile peer.
+    session_idle_timeout_s: float | None = 60.0
     retry_after_s: int = 5
     farewell_timeout_s: float = 0.5  # at shutdown, to send viewers their last frame
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -161,15 +164,40 @@ class Server:
         self.started_at = time.monotonic()
         self._watchdogs: set[asyncio.Task[None]] = set()
         self._watchdog_of: dict[str, asyncio.Task[None]] = {}  # by session id, until answered
+        self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.scheduler.start()
+        timeout_s = self.config.session_idle_timeout_s
+        if timeout_s is not None and self._reaper is None:
+            self._reaper = asyncio.create_task(
+                self._reap_idle(timeout_s), name="session-idle-reaper"
+            )
+
+    async def _reap_idle(self, timeout_s: float) -> None:
+        """Close calls whose peer has sent no audio for ``timeout_s`` (checked a few times
+        per timeout, at most every 5 s)."""
+        while True:
+            await asyncio.sleep(min(5.0, timeout_s / 4))
+            now_s = self.clock.now()
+            for session in list(self.sessions.values()):
+                silent_s = now_s - session.last_input_at_s
+                if silent_s >= timeout_s:
+                    log.warning(
+                        "session %s: no audio from the peer for %.0f s, closing",
+                        session.session_id,
+                        silent_s,
+                    )
+                    self.metrics.idle_closed.inc()
+                    await session.aclose()
 
     async def farewell(self) -> None:
         """Shutdown, first step: stop the frames and send every viewer a last one, at rest."""
         await self.scheduler.finish(timeout_s=self.config.farewell_timeout_s)
 
     async def aclose(self) -> None:
+        await cancel_and_wait(self._reaper)
+        self._reaper = None
         await asyncio.gather(*(s.aclose() for s in list(self.sessions.values())))
         for task in list(self._watchdogs):
             await cancel_and_wait(task)

@@ -62,6 +62,12 @@ def register(subparsers: Any) -> None:
         help="a peer not connected by then is dropped (default 15 s)",
     )
     limits.add_argument(
+        "--session-idle-timeout-s",
+        type=float,
+        default=60.0,
+        help="close a call whose peer has sent no audio for this long; 0: never (default 60 s)",
+    )
+    limits.add_argument(
         "--channel-idle-timeout-s",
         type=float,
         default=600.0,
@@ -114,6 +120,7 @@ def server_config(
         video_codec=args.codec,
         ice_servers=tuple(args.ice_server),
         connect_timeout_s=args.connect_timeout_s,
+        session_idle_timeout_s=args.session_idle_timeout_s or None,
         channels=ChannelConfig(
             playout=PlayoutConfig(max_queued_s=args.max_queued_audio_s),
             max_channels=args.max_channels,

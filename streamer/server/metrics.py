@@ -28,6 +28,9 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.sessions = Gauge("avatar_sessions", "Live sessions", registry=r)
+        self.idle_closed = Counter(
+            "avatar_sessions_idle_closed_total", "Calls closed for sending no audio", registry=r
+        )
         self.frames = Counter("avatar_frames_total", "Frames produced", ["kind"], registry=r)
         self.dropped = Counter(
             "avatar_input_frames_dropped_total", "Input frames skipped to re-anchor", registry=r

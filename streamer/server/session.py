@@ -52,6 +52,7 @@ class Session:
         self._ingest_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self.created_at_s = clock.now()
+        self.last_input_at_s = self.created_at_s  # when its last audio frame arrived
 
     # FrameSink
     @property
@@ -94,6 +95,7 @@ class Session:
             except MediaStreamError:
                 log.info("session %s: input audio ended", self.session_id)
                 return
+            self.last_input_at_s = self._clock.now()
             try:
                 self._pipeline.push_audio(frame, self._clock.now())  # type: ignore[arg-type]
             except AudioFormatError as exc:
