@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiohttp import web
 
 from streamer.server.app import Runtime, ServerConfig, create_app
 from streamer.server.runtime import build_runtime
 from tests.browser import CHROMIUM, Browser
+from tests.servers import start_app
 from tests.speech import spoken_clip
 
 pytestmark = [
@@ -36,11 +36,8 @@ def runtime() -> Runtime:
 
 @pytest.fixture
 async def url(runtime: Runtime) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(ServerConfig(), runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_app(create_app(ServerConfig(), runtime))
+    yield url
     await runner.cleanup()
 
 

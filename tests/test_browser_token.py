@@ -16,6 +16,7 @@ from streamer.server.channel_routes import CHANNELS
 from streamer.server.ice import TurnConfig
 from streamer.server.runtime import build_runtime
 from tests.browser import CHROMIUM, Browser
+from tests.servers import start_app
 from tests.speech import spoken_clip
 from tests.test_browser_call import write_wav
 
@@ -38,11 +39,8 @@ def runtime() -> Runtime:
 @pytest.fixture
 async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]:
     config = ServerConfig(access=AccessConfig(token=TOKEN))
-    runner = web.AppRunner(create_app(config, runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", runner.app
+    runner, url = await start_app(create_app(config, runtime))
+    yield url, runner.app
     await runner.cleanup()
 
 
@@ -89,11 +87,7 @@ async def test_the_pages_use_the_servers_ice_servers(runtime: Runtime) -> None:
     # candidates, with the TURN server and its short-lived credentials in its configuration.
     turn = TurnConfig(urls=("turn:turn.invalid:3478",), secret="s" * 20, ttl_s=600)
     config = ServerConfig(access=AccessConfig(token=TOKEN), turn=turn)
-    runner = web.AppRunner(create_app(config, runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_app(create_app(config, runtime))
     try:
         async with Browser() as page:
             await page.goto(f"{url}/view/studio#token={TOKEN}")

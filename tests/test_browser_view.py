@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from streamer.server.runtime import build_runtime
 from tests.audio_signals import pcm16, vowel
 from tests.browser import CHROMIUM, Browser
 from tests.media_analysis import mouth_activity
+from tests.servers import free_port, start_app
 from tests.speech import spoken_clip
 from tests.test_browser_call import write_wav
 
@@ -64,16 +64,9 @@ def runtime() -> Runtime:
     return build_runtime(REPO / "avatars")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def serve(runtime: Runtime, port: int) -> web.AppRunner:
-    runner = web.AppRunner(create_app(ServerConfig(port=port), runtime))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    """On a fixed port: the restart tests start a second server where the first one was."""
+    runner, _url = await start_app(create_app(ServerConfig(port=port), runtime), port)
     return runner
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from streamer.bench.viewer import WhepViewer
 from streamer.server.app import ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
 from streamer.server.channels import ChannelConfig, IdleTracker
 from streamer.server.runtime import build_runtime
+from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,11 +35,7 @@ def test_tracker_expires_only_what_stayed_idle_for_the_whole_timeout() -> None:
 @pytest.mark.realtime
 async def test_an_idle_channel_is_deleted_and_a_watched_one_is_not() -> None:
     config = ServerConfig(channels=ChannelConfig(idle_timeout_s=1.0))
-    runner = web.AppRunner(create_app(config, build_runtime(REPO / "avatars")))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_app(create_app(config, build_runtime(REPO / "avatars")))
     registry = runner.app[CHANNELS]
     try:
         async with aiohttp.ClientSession() as http:

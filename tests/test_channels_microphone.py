@@ -31,6 +31,7 @@ from streamer.server.microphone import (
 )
 from streamer.server.runtime import build_runtime
 from tests.media_analysis import block_rms
+from tests.servers import start_app
 from tests.speech import spoken_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,11 +92,7 @@ async def test_microphone_drives_a_channel_through_the_seam(runtime: Runtime) ->
     clip = spoken_clip(48_000, lead_silence_s=0.5)
     source = FakeDevices(FakeInput(clip, 48_000)).open(None)
     app = create_app(ServerConfig(), runtime)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_app(app)
     try:
         async with aiohttp.ClientSession() as http:
             viewer = WhepViewer(url, "desk", keep_frames=False)

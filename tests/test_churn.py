@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from streamer.bench.churn import KINDS, RSS_TOLERANCE, churn, report
 from streamer.server.app import ServerConfig, create_app
 from streamer.server.runtime import build_runtime
+from tests.servers import start_app
 
 pytestmark = [pytest.mark.realtime, pytest.mark.slow]
 
@@ -30,11 +30,8 @@ WARMUP = int(os.environ.get("AVATAR_STREAMER_CHURN_WARMUP", "20"))
 @pytest.fixture
 async def url() -> AsyncIterator[str]:
     runtime = build_runtime(REPO / "avatars")
-    runner = web.AppRunner(create_app(ServerConfig(connect_timeout_s=5.0), runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_app(create_app(ServerConfig(connect_timeout_s=5.0), runtime))
+    yield url
     await runner.cleanup()
 
 

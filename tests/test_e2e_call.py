@@ -21,6 +21,7 @@ from streamer.crop import CropConvention
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.runtime import build_runtime
 from tests.media_analysis import best_lag_s, block_rms, mouth_activity
+from tests.servers import start_app
 from tests.speech import spoken_clip
 
 pytestmark = pytest.mark.realtime
@@ -36,12 +37,8 @@ def runtime() -> Runtime:
 @pytest.fixture
 async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]:
     app = create_app(ServerConfig(), runtime)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}", app
+    runner, url = await start_app(app)
+    yield url, app
     await runner.cleanup()
 
 
@@ -151,11 +148,7 @@ async def test_bad_offers_get_json_errors_and_the_server_keeps_serving(server) -
 
 async def test_session_limit_answers_503_with_retry_after(runtime: Runtime) -> None:
     app = create_app(ServerConfig(max_sessions=1), runtime)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_app(app)
     try:
         async with aiohttp.ClientSession() as http:
             first = LoopbackPeer(url, np.zeros(48_000, np.float32), keep_frames=False)
@@ -176,11 +169,7 @@ async def test_the_video_codec_is_the_configured_one(
     runtime: Runtime, codec: str, absent: str
 ) -> None:
     app = create_app(ServerConfig(video_codec=codec), runtime)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_app(app)
     peer = LoopbackPeer(url, np.zeros(48_000, np.float32), keep_frames=False)
     try:
         async with aiohttp.ClientSession() as http:

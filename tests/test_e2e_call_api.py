@@ -26,6 +26,7 @@ from streamer.bench.signals import speechlike_48k
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channels import ChannelConfig
 from streamer.server.runtime import build_runtime
+from tests.servers import start_app
 
 pytestmark = pytest.mark.realtime
 
@@ -45,11 +46,8 @@ async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]
         max_body_bytes=MAX_BODY_BYTES,
         channels=ChannelConfig(max_upload_bytes=200_000),
     )
-    runner = web.AppRunner(create_app(config, runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", runner.app
+    runner, url = await start_app(create_app(config, runtime))
+    yield url, runner.app
     await runner.cleanup()
 
 

@@ -27,6 +27,7 @@ from streamer.server.channel_routes import CHANNELS
 from streamer.server.runtime import build_runtime
 from tests.audio_signals import pcm16, vowel
 from tests.media_analysis import best_lag_s, block_rms, mouth_activity
+from tests.servers import start_app
 from tests.speech import spoken_clip
 
 pytestmark = pytest.mark.realtime
@@ -40,18 +41,9 @@ def runtime() -> Runtime:
     return build_runtime(REPO / "avatars")
 
 
-async def start(runtime: Runtime, config: ServerConfig) -> tuple[web.AppRunner, str]:
-    app = create_app(config, runtime)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-
 @pytest.fixture
 async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]:
-    runner, url = await start(runtime, ServerConfig())
+    runner, url = await start_app(create_app(ServerConfig(), runtime))
     yield url, runner.app
     await runner.cleanup()
 

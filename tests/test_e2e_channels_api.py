@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
@@ -29,6 +28,7 @@ from streamer.server.playout import PlayoutConfig
 from streamer.server.runtime import build_runtime
 from streamer.server.tasks import cancel_and_wait
 from tests.media_analysis import block_rms
+from tests.servers import serve_subprocess, start_app
 from tests.speech import spoken_clip
 from tests.test_browser_call import write_wav
 
@@ -42,14 +42,6 @@ def runtime() -> Runtime:
     return build_runtime(REPO / "avatars")
 
 
-async def serve(runtime: Runtime, config: ServerConfig) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(create_app(config, runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-
 SMALL = ChannelConfig(
     playout=PlayoutConfig(max_queued_s=2.0), max_upload_bytes=200_000, max_ws_message_bytes=65_536
 )
@@ -57,7 +49,7 @@ SMALL = ChannelConfig(
 
 @pytest.fixture
 async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]:
-    runner, url = await serve(runtime, ServerConfig(channels=SMALL))
+    runner, url = await start_app(create_app(ServerConfig(channels=SMALL), runtime))
     yield url, runner.app
     await runner.cleanup()
 
@@ -203,7 +195,7 @@ async def test_bad_input_gets_clear_errors_and_the_channel_keeps_running(server)
 
 async def test_channels_can_require_explicit_creation(runtime: Runtime) -> None:
     config = ServerConfig(channels=ChannelConfig(create_on_first_use=False))
-    runner, url = await serve(runtime, config)
+    runner, url = await start_app(create_app(config, runtime))
     try:
         async with aiohttp.ClientSession() as http:
             viewer = WhepViewer(url, "absent", keep_frames=False)
@@ -293,7 +285,7 @@ async def test_a_call_page_publishes_its_microphone_into_a_channel(server) -> No
 async def test_a_stalled_viewer_drops_its_own_frames_and_is_dropped_after_the_timeout(
     runtime: Runtime,
 ) -> None:
-    runner, url = await serve(runtime, ServerConfig(connect_timeout_s=3.0))
+    runner, url = await start_app(create_app(ServerConfig(connect_timeout_s=3.0), runtime))
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         async with aiohttp.ClientSession() as http:
@@ -324,66 +316,24 @@ async def test_a_stalled_viewer_drops_its_own_frames_and_is_dropped_after_the_ti
         await runner.cleanup()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 async def test_ctrl_c_with_channel_viewers_and_a_driver_exits_cleanly_within_2_s() -> None:
-    port = _free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamer",
-        "serve",
-        "--port",
-        str(port),
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                try:
-                    async with http.get(f"{url}/health") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            viewers = [WhepViewer(url, "show", keep_frames=False) for _ in range(2)]
-            for viewer in viewers:
-                await viewer.connect(http)
-            driver = await ChannelClient.connect(url, "show", 16_000, http=http)
-            await driver.push(np.zeros(16_000 * 5, "<i2"))
-            deadline = time.monotonic() + 10
-            while not all(len(v.received.video_at_s) > 10 for v in viewers):
-                assert time.monotonic() < deadline, "viewers got no video"
-                await asyncio.sleep(0.1)
-            sent_at = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            output = await asyncio.wait_for(proc.stdout.read(), 10)  # type: ignore[union-attr]
-            code = await proc.wait()
-            took_s = time.monotonic() - sent_at
-            await asyncio.wait_for(driver._reader, 5)  # the server hung up on the driver
-            await driver.aclose()
-            for viewer in viewers:
-                await viewer.aclose()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = output.decode(errors="replace")
-    assert code == 0, text[-2000:]
-    assert took_s < 2.0, took_s
-    assert "Traceback" not in text
-    assert " ERROR " not in text
+    async with serve_subprocess() as served, aiohttp.ClientSession() as http:
+        viewers = [WhepViewer(served.url, "show", keep_frames=False) for _ in range(2)]
+        for viewer in viewers:
+            await viewer.connect(http)
+        driver = await ChannelClient.connect(served.url, "show", 16_000, http=http)
+        await driver.push(np.zeros(16_000 * 5, "<i2"))
+        deadline = time.monotonic() + 10
+        while not all(len(v.received.video_at_s) > 10 for v in viewers):
+            assert time.monotonic() < deadline, "viewers got no video"
+            await asyncio.sleep(0.1)
+        stopped = await served.stop(signal.SIGINT)
+        await asyncio.wait_for(driver._reader, 5)  # the server hung up on the driver
+        await driver.aclose()
+        for viewer in viewers:
+            await viewer.aclose()
+    stopped.assert_clean(within_s=2.0)
 
 
 async def test_the_agent_push_example_script_plays_a_file(server, tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 
 from streamer.bench.peer import LoopbackPeer
 from streamer.bench.viewer import WhepError, WhepViewer
@@ -35,11 +34,7 @@ async def test_viewer_and_channel_limits_are_503_with_retry_after(runtime: Runti
         retry_after_s=7,
         channels=ChannelConfig(max_channels=2, max_viewers_per_channel=1, max_viewers_total=1),
     )
-    runner = web.AppRunner(create_app(config, runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_app(create_app(config, runtime))
     try:
         async with aiohttp.ClientSession() as http:
             first = WhepViewer(url, "one", keep_frames=False)

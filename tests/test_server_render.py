@@ -18,7 +18,6 @@ import aiohttp
 import av
 import numpy as np
 import pytest
-from aiohttp import web
 
 from streamer.bench import promtext
 from streamer.bench.peer import LoopbackPeer
@@ -27,6 +26,7 @@ from streamer.server.app import Runtime, ServerConfig, create_app
 from streamer.server.inference import PriorityExecutor
 from streamer.server.offline import RenderConfig
 from streamer.server.runtime import build_runtime
+from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,18 +101,10 @@ def runtime() -> Runtime:
     return build_runtime(REPO / "avatars")
 
 
-async def serve(app: web.Application) -> tuple[str, web.AppRunner]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return f"http://127.0.0.1:{runner.addresses[0][1]}", runner
-
-
 @pytest.fixture
 async def server(runtime: Runtime) -> AsyncIterator[str]:
     config = RenderConfig(sync_max_duration_s=2.0, max_duration_s=30.0, max_upload_bytes=600_000)
-    url, runner = await serve(create_app(ServerConfig(), runtime, render=config))
+    runner, url = await start_app(create_app(ServerConfig(), runtime, render=config))
     yield url
     await runner.cleanup()
 
@@ -182,7 +174,7 @@ async def test_bad_uploads_get_json_errors(server: str) -> None:
 
 async def test_too_many_renders_are_refused_with_retry_after(runtime: Runtime) -> None:
     config = RenderConfig(sync_max_duration_s=1.0, max_jobs=1)
-    url, runner = await serve(create_app(ServerConfig(), runtime, render=config))
+    runner, url = await start_app(create_app(ServerConfig(), runtime, render=config))
     try:
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{url}/render", data=form(wav_bytes(8.0))) as r:
@@ -198,7 +190,7 @@ async def test_too_many_renders_are_refused_with_retry_after(runtime: Runtime) -
 @pytest.mark.realtime
 async def test_a_render_does_not_stall_a_live_call(runtime: Runtime) -> None:
     config = RenderConfig(max_duration_s=120.0)
-    url, runner = await serve(create_app(ServerConfig(), runtime, render=config))
+    runner, url = await start_app(create_app(ServerConfig(), runtime, render=config))
     upload = wav_bytes(60.0)  # made before measuring: this test shares the server's event loop
     try:
         async with aiohttp.ClientSession() as http:
