@@ -129,11 +129,10 @@ def server_config(
 
 
 def run(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from streamer.engine import EngineOptions
     from streamer.server.access import access_from_args
     from streamer.server.app import create_app
+    from streamer.server.protocol import run_app
     from streamer.server.runtime import build_runtime
 
     access = access_from_args(args, os.environ)  # refuses an exposed bind before loading
@@ -148,5 +147,5 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"avatar-streamer: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True
     )
-    web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=1.5)
+    run_app(app, host=args.host, port=args.port, shutdown_timeout_s=1.5)
     return 0

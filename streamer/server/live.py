@@ -63,11 +63,10 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
             )
         return 0
 
-    from aiohttp import web
-
     from streamer.server.access import access_from_args
     from streamer.server.app import ServerConfig, create_app
     from streamer.server.channels import check_channel_name
+    from streamer.server.protocol import run_app
     from streamer.server.runtime import build_runtime
 
     channel_name = check_channel_name(args.channel)
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
         )
         app = create_app(config, runtime)
         attach_microphone(app, channel_name, source, f"http://{args.host}:{args.port}")
-        web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=1.5)
+        run_app(app, host=args.host, port=args.port, shutdown_timeout_s=1.5)
     finally:
         source.close()
     return 0
