@@ -47,8 +47,9 @@ def register(subparsers: Any) -> None:
         "--turn-url",
         action="append",
         default=[],
-        help="TURN server for the pages' browsers (repeatable), with short-lived credentials "
-        "from the secret in AVATAR_STREAMER_TURN_SECRET (coturn use-auth-secret)",
+        help="TURN server for the pages' browsers and the server's own peers (repeatable; the "
+        "server uses the first), with short-lived credentials from the secret in "
+        "AVATAR_STREAMER_TURN_SECRET (coturn use-auth-secret)",
     )
     p.add_argument("--turn-ttl-s", type=int, default=3600, help="TURN credential lifetime")
     limits = p.add_argument_group("limits (beyond them: 503 with Retry-After)")
