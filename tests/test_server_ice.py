@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +24,12 @@ from aiortc import RTCPeerConnection
 from streamer.bench.peer import LoopbackPeer
 from streamer.bench.signals import speechlike_48k
 from streamer.bench.viewer import WhepViewer
-from streamer.cli import build_parser
+from streamer.cli import build_parser, main
 from streamer.server.access import AccessConfig, access_from_args
 from streamer.server.app import ServerConfig, create_app
 from streamer.server.cli import server_config
 from streamer.server.ice import (
+    TURN_SECRET_ENV,
     TurnConfig,
     TurnConfigError,
     browser_ice_servers,
@@ -229,3 +233,66 @@ async def test_the_servers_own_peers_authenticate_to_turn(turn_server: str, secr
                 await viewer.aclose(http)
     finally:
         await runner.cleanup()
+
+
+def test_live_turn_urls_need_the_secret(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TURN_SECRET_ENV, raising=False)
+    assert main(["live", "--mic", "--turn-url", "turn:t.example.org:3478"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert TURN_SECRET_ENV in err[0]
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.realtime
+@pytest.mark.slow
+async def test_live_gives_its_viewers_and_its_own_peers_turn(turn_server: str) -> None:
+    port = _free_tcp_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), TURN_SECRET_ENV: SECRET}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.live_with_fake_mic",
+        "--port",
+        str(port),
+        "--turn-url",
+        turn_server,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(f"{url}/health") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            async with http.get(f"{url}/ice-servers") as r:
+                servers = (await r.json())["iceServers"]
+            assert servers[0]["urls"] == [turn_server]
+            viewer = WhepViewer(url, "live", keep_frames=False)
+            try:
+                await viewer.connect(http)
+                assert _relay_candidates(viewer.pc.remoteDescription.sdp)
+                await _wait_connected(viewer.pc, 10.0)
+            finally:
+                await viewer.aclose(http)
+        proc.send_signal(signal.SIGINT)
+        output = await asyncio.wait_for(proc.stdout.read(), 10)  # type: ignore[union-attr]
+        assert await proc.wait() == 0, output.decode(errors="replace")[-2000:]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

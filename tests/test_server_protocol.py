@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import sys
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -181,27 +180,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-LIVE = textwrap.dedent(
-    """
-    import sys
-    import numpy as np
-    from streamer.cli import build_parser
-    from streamer.server.live import run
-    from tests.test_channels_microphone import FakeDevices, FakeInput
-
-    args = build_parser().parse_args(["live", "--mic", "--port", sys.argv[1]])
-    sys.exit(run(args, FakeDevices(FakeInput(np.zeros(48_000, np.float32), 48_000))))
-    """
-)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["serve", "live"])
 async def test_the_commands_serve_json_errors(command: str) -> None:
     port = _free_port()
     argv = ["-m", "streamer", "serve", "--port", str(port)]
     if command == "live":
-        argv = ["-c", LIVE, str(port)]
+        argv = ["-m", "tests.live_with_fake_mic", "--port", str(port)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -43,15 +43,7 @@ def register(subparsers: Any) -> None:
         default=120.0,
         help="audio a channel's driver may queue ahead of playback (default 120 s)",
     )
-    p.add_argument(
-        "--turn-url",
-        action="append",
-        default=[],
-        help="TURN server for the pages' browsers and the server's own peers (repeatable; the "
-        "server uses the first), with short-lived credentials from the secret in "
-        "AVATAR_STREAMER_TURN_SECRET (coturn use-auth-secret)",
-    )
-    p.add_argument("--turn-ttl-s", type=int, default=3600, help="TURN credential lifetime")
+    add_turn_arguments(p)
     limits = p.add_argument_group("limits (beyond them: 503 with Retry-After)")
     limits.add_argument("--max-channels", type=int, default=16)
     limits.add_argument("--max-viewers-per-channel", type=int, default=32)
@@ -70,6 +62,19 @@ def register(subparsers: Any) -> None:
     )
     add_access_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_turn_arguments(parser: Any) -> None:
+    """The TURN flags shared by ``serve`` and ``live``."""
+    parser.add_argument(
+        "--turn-url",
+        action="append",
+        default=[],
+        help="TURN server for the pages' browsers and the server's own peers (repeatable; the "
+        "server uses the first), with short-lived credentials from the secret in "
+        "AVATAR_STREAMER_TURN_SECRET (coturn use-auth-secret)",
+    )
+    parser.add_argument("--turn-ttl-s", type=int, default=3600, help="TURN credential lifetime")
 
 
 def add_access_arguments(parser: Any) -> None:
