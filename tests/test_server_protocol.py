@@ -215,3 +215,24 @@ async def test_the_commands_serve_json_errors(command: str) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_an_error_escaping_every_middleware_is_a_json_500() -> None:
+    # The app's errors middleware answers handler errors itself; this is the net under it
+    # (an error in a middleware outside it), with aiohttp's own app and no middleware at all.
+    async def broken(_request: web.Request) -> web.Response:
+        raise RuntimeError("internal detail")
+
+    app = web.Application()
+    app.router.add_get("/", broken)
+    runner = JsonErrorAppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        port = int(runner.addresses[0][1])
+        request = b"GET / HTTP/1.1\r\n" + HOST + b"Accept: text/html\r\n\r\n"
+        status, headers, body = await exchange(port, request)
+        assert_json_error(status, headers, body, 500, "internal_error")
+        assert b"internal detail" not in body
+    finally:
+        await runner.cleanup()
