@@ -3,24 +3,37 @@ independent HMAC), the browser's iceServers shape, and GET /ice-servers over rea
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 import shutil
+import signal
+import socket
+import struct
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiortc import RTCPeerConnection
 
-from streamer.cli import build_parser
+from streamer.bench.peer import LoopbackPeer
+from streamer.bench.signals import speechlike_48k
+from streamer.bench.viewer import WhepViewer
+from streamer.cli import build_parser, main
 from streamer.server.access import AccessConfig, access_from_args
 from streamer.server.app import ServerConfig, create_app
 from streamer.server.cli import server_config
 from streamer.server.ice import (
+    TURN_SECRET_ENV,
     TurnConfig,
     TurnConfigError,
     browser_ice_servers,
+    server_configuration,
     turn_credentials,
 )
 from streamer.server.runtime import build_runtime
@@ -90,3 +103,196 @@ async def test_get_ice_servers_hands_out_fresh_credentials_to_viewers_only() -> 
         assert SECRET not in str(servers)
     finally:
         await runner.cleanup()
+
+
+def test_server_configuration_puts_turn_first_with_fresh_credentials() -> None:
+    assert [
+        s.urls for s in server_configuration(("stun:s.example.org",), None, 0.0).iceServers
+    ] == ["stun:s.example.org"]
+    turn = TurnConfig(urls=("turn:t.example.org:3478",), secret=SECRET, ttl_s=60)
+    # A credential-less turn: URL among the --ice-server ones must not win (aiortc takes the
+    # first TURN server it finds).
+    config = server_configuration(("stun:s.example.org", "turn:other.example.org"), turn, 100.0)
+    first, *rest = config.iceServers
+    assert first.urls == ["turn:t.example.org:3478"]
+    assert (first.username, first.credential) == turn_credentials(SECRET, "server", 100.0, 60)
+    assert first.username == "160:server"
+    assert [s.urls for s in rest] == ["stun:s.example.org", "turn:other.example.org"]
+    later = server_configuration((), turn, 130.0).iceServers[0]
+    assert later.username == "190:server"  # each peer its own pair
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def turn_server() -> Iterator[str]:
+    """A real coturn on 127.0.0.1 with coturn's shared-secret scheme; yields its TURN URL."""
+    binary = shutil.which("turnserver")
+    if binary is None:
+        pytest.skip("coturn's turnserver is not installed (apt-get install coturn)")
+    port = _free_udp_port()
+    relay_port = _free_udp_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "-n",  # no configuration file
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            f"--listening-port={port}",
+            f"--min-port={relay_port}",
+            f"--max-port={relay_port + 20}",
+            "--use-auth-secret",
+            f"--static-auth-secret={SECRET}",
+            "--realm=avatar.test",
+            "--fingerprint",
+            "--no-tls",
+            "--no-dtls",
+            "--no-tcp",
+            "--no-cli",
+            "--log-file=stdout",
+            "--simple-log",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _answers_stun(port):
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "turnserver did not start"
+            time.sleep(0.1)
+        yield f"turn:127.0.0.1:{port}?transport=udp"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+def _answers_stun(port: int) -> bool:
+    """Whether a STUN binding request to 127.0.0.1:port gets a binding success response."""
+    request = struct.pack("!HHI12s", 0x0001, 0, 0x2112A442, b"avatar-test!")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        s.sendto(request, ("127.0.0.1", port))
+        try:
+            data = s.recv(2048)
+        except OSError:
+            return False
+    return data[:2] == b"\x01\x01" and data[8:20] == b"avatar-test!"
+
+
+def _relay_candidates(sdp: str) -> list[str]:
+    return [
+        line for line in sdp.splitlines() if line.startswith("a=candidate") and " typ relay" in line
+    ]
+
+
+async def _wait_connected(pc: RTCPeerConnection, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while pc.connectionState != "connected":
+        assert time.monotonic() < deadline, pc.connectionState
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize("secret", [SECRET, "not-the-secret"], ids=["right", "wrong"])
+async def test_the_servers_own_peers_authenticate_to_turn(turn_server: str, secret: str) -> None:
+    """A relay candidate in the server's answers (to a call and to a channel viewer) proves it
+    allocated on the TURN server with the credentials it generated; with a wrong secret there
+    is none, and the call still connects over host candidates."""
+    config = ServerConfig(turn=TurnConfig(urls=(turn_server,), secret=secret, ttl_s=60))
+    runner = web.AppRunner(create_app(config, build_runtime(REPO / "avatars")))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            peer = LoopbackPeer(url, speechlike_48k(2.0), loop=True, keep_frames=False)
+            viewer = WhepViewer(url, "stage", keep_frames=False)
+            try:
+                await peer.connect(http)
+                await viewer.connect(http)
+                call_relays = _relay_candidates(peer.pc.remoteDescription.sdp)
+                viewer_relays = _relay_candidates(viewer.pc.remoteDescription.sdp)
+                if secret == SECRET:
+                    assert call_relays
+                    assert viewer_relays
+                    assert all(" 127.0.0.1 " in c for c in call_relays + viewer_relays)
+                else:
+                    assert call_relays == []
+                    assert viewer_relays == []
+                await _wait_connected(peer.pc, 10.0)
+                await _wait_connected(viewer.pc, 10.0)
+            finally:
+                await peer.aclose(http)
+                await viewer.aclose(http)
+    finally:
+        await runner.cleanup()
+
+
+def test_live_turn_urls_need_the_secret(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TURN_SECRET_ENV, raising=False)
+    assert main(["live", "--mic", "--turn-url", "turn:t.example.org:3478"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert TURN_SECRET_ENV in err[0]
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.realtime
+@pytest.mark.slow
+async def test_live_gives_its_viewers_and_its_own_peers_turn(turn_server: str) -> None:
+    port = _free_tcp_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), TURN_SECRET_ENV: SECRET}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.live_with_fake_mic",
+        "--port",
+        str(port),
+        "--turn-url",
+        turn_server,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(f"{url}/health") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            async with http.get(f"{url}/ice-servers") as r:
+                servers = (await r.json())["iceServers"]
+            assert servers[0]["urls"] == [turn_server]
+            viewer = WhepViewer(url, "live", keep_frames=False)
+            try:
+                await viewer.connect(http)
+                assert _relay_candidates(viewer.pc.remoteDescription.sdp)
+                await _wait_connected(viewer.pc, 10.0)
+            finally:
+                await viewer.aclose(http)
+        proc.send_signal(signal.SIGINT)
+        output = await asyncio.wait_for(proc.stdout.read(), 10)  # type: ignore[union-attr]
+        assert await proc.wait() == 0, output.decode(errors="replace")[-2000:]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -19,13 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCSessionDescription,
-)
+from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from streamer.errors import StreamerError
@@ -34,7 +28,7 @@ from streamer.server.channels import ChannelConfig, ChannelError, check_offer
 from streamer.server.clock import Clock, MonotonicClock
 from streamer.server.http_errors import HttpError as HttpError  # re-exported: routes raise it
 from streamer.server.http_errors import error_response
-from streamer.server.ice import TurnConfig, ice_servers_handler
+from streamer.server.ice import TurnConfig, ice_servers_handler, new_server_peer
 from streamer.server.inference import PriorityExecutor
 from streamer.server.metrics import Metrics
 from streamer.server.openapi import get_openapi
@@ -73,7 +67,7 @@ class ServerConfig:
     channels: ChannelConfig = field(default_factory=ChannelConfig)
     web_root: Path = WEB_ROOT
     access: AccessConfig = field(default_factory=AccessConfig)  # token, viewers, CORS
-    turn: TurnConfig | None = None  # TURN for the pages' browsers (GET /ice-servers)
+    turn: TurnConfig | None = None  # TURN for the pages (GET /ice-servers) and the server's peers
 
 
 @dataclass(frozen=True)
@@ -228,9 +222,7 @@ class Server:
             check_offer(offer.sdp, audio_required=True, video_required=False)
         except ChannelError as exc:  # the same checks as a channel's offers
             raise HttpError(400, exc.code, str(exc)) from exc
-        pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in cfg.ice_servers])
-        )
+        pc = new_server_peer(cfg.ice_servers, cfg.turn)
         session_id = uuid.uuid4().hex[:12]
         frame_count = self.runtime.renderer.frame_count(avatar)
         pipeline = SessionPipeline(frame_count, cfg.pipeline)

@@ -389,6 +389,7 @@ def add_routes(app: web.Application, server: Server) -> None:
         default_avatar=server.config.avatar,
         ice_servers=server.config.ice_servers,
         video_codec=server.config.video_codec,
+        turn=server.config.turn,
         connect_timeout_s=server.config.connect_timeout_s,
     )
     app[CHANNELS] = registry

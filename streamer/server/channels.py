@@ -25,8 +25,6 @@ import av
 import numpy as np
 import numpy.typing as npt
 from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
     RTCRtpTransceiver,
@@ -38,6 +36,7 @@ from aiortc.sdp import SessionDescription
 from streamer.audio.ingest import AudioIngest
 from streamer.errors import AudioFormatError, StreamerError
 from streamer.server.clock import Clock
+from streamer.server.ice import TurnConfig, new_server_peer
 from streamer.server.pipeline import INPUT_RATE_HZ, FrameJob, OutputAudio, PipelineConfig
 from streamer.server.playout import ChannelPipeline, PlaybackEvent, PlayoutConfig
 from streamer.server.render import Renderer
@@ -146,12 +145,6 @@ def check_channel_name(name: str) -> str:
     if not CHANNEL_NAME_RE.match(name):
         raise InvalidChannelNameError("Channel names are 1-64 letters, digits, _ or -.")
     return name
-
-
-def new_peer(ice_servers: tuple[str, ...]) -> RTCPeerConnection:
-    return RTCPeerConnection(
-        RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice_servers])
-    )
 
 
 def prefer_video_codec(transceiver: RTCRtpTransceiver, codec: str) -> None:
@@ -451,6 +444,7 @@ class ChannelRegistry:
         default_avatar: str,
         ice_servers: tuple[str, ...],
         video_codec: str,
+        turn: TurnConfig | None = None,
         connect_timeout_s: float = 15.0,
     ) -> None:
         self.config = config
@@ -465,6 +459,7 @@ class ChannelRegistry:
         self._load_avatar = load_avatar
         self.default_avatar = default_avatar
         self._ice_servers = ice_servers
+        self._turn = turn
         self._video_codec = video_codec
         self.channels: dict[str, Channel] = {}
         self._lock = asyncio.Lock()
@@ -560,7 +555,7 @@ class ChannelRegistry:
         if "m=video" not in offer.sdp:
             raise BadOfferError("The offer has no video to receive.")
         claim = channel.claim("call", None) if publish else None
-        pc = new_peer(self._ice_servers)
+        pc = new_server_peer(self._ice_servers, self._turn)
         viewer = Viewer(uuid.uuid4().hex[:12], channel, pc)
         viewer.publishing = publish
         # Answer what was offered: players may ask for video only (an unanswerable audio

@@ -43,14 +43,7 @@ def register(subparsers: Any) -> None:
         default=120.0,
         help="audio a channel's driver may queue ahead of playback (default 120 s)",
     )
-    p.add_argument(
-        "--turn-url",
-        action="append",
-        default=[],
-        help="TURN server for the pages' browsers (repeatable), with short-lived credentials "
-        "from the secret in AVATAR_STREAMER_TURN_SECRET (coturn use-auth-secret)",
-    )
-    p.add_argument("--turn-ttl-s", type=int, default=3600, help="TURN credential lifetime")
+    add_turn_arguments(p)
     limits = p.add_argument_group("limits (beyond them: 503 with Retry-After)")
     limits.add_argument("--max-channels", type=int, default=16)
     limits.add_argument("--max-viewers-per-channel", type=int, default=32)
@@ -75,6 +68,19 @@ def register(subparsers: Any) -> None:
     )
     add_access_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_turn_arguments(parser: Any) -> None:
+    """The TURN flags shared by ``serve`` and ``live``."""
+    parser.add_argument(
+        "--turn-url",
+        action="append",
+        default=[],
+        help="TURN server for the pages' browsers and the server's own peers (repeatable; the "
+        "server uses the first), with short-lived credentials from the secret in "
+        "AVATAR_STREAMER_TURN_SECRET (coturn use-auth-secret)",
+    )
+    parser.add_argument("--turn-ttl-s", type=int, default=3600, help="TURN credential lifetime")
 
 
 def add_access_arguments(parser: Any) -> None:
@@ -136,11 +142,10 @@ def server_config(
 
 
 def run(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from streamer.engine import EngineOptions
     from streamer.server.access import access_from_args
     from streamer.server.app import create_app
+    from streamer.server.protocol import run_app
     from streamer.server.runtime import build_runtime
 
     access = access_from_args(args, os.environ)  # refuses an exposed bind before loading
@@ -155,5 +160,5 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"avatar-streamer: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True
     )
-    web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=1.5)
+    run_app(app, host=args.host, port=args.port, shutdown_timeout_s=1.5)
     return 0

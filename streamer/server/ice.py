@@ -1,10 +1,13 @@
-"""ICE servers for the pages' browsers: STUN URLs and TURN with short-lived credentials.
+"""ICE servers: STUN URLs and TURN with short-lived credentials, for the pages' browsers and
+for the server's own peers.
 
 A TURN server such as coturn with ``use-auth-secret`` accepts credentials derived from a shared
 secret (its "TURN REST API" scheme): the username is ``<expiry unix time>:<name>`` and the
 credential is ``base64(hmac-sha1(secret, username))``. ``GET /ice-servers`` hands the pages a
 fresh pair each time, valid for ``ttl_s``, so the secret never leaves the server and a leaked
-pair expires by itself. Pure functions plus one handler.
+pair expires by itself. The server's own peers (calls, channel viewers and publishers) get a
+fresh pair each too, from :func:`server_configuration`, so a server behind NAT can relay.
+coturn checks a pair when an allocation is made, not when it is refreshed: a call outlives it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from streamer.errors import StreamerError
 from streamer.server.access import Handler, viewer
@@ -49,6 +53,31 @@ def browser_ice_servers(
         username, credential = turn_credentials(turn.secret, "avatar", now_s, turn.ttl_s)
         servers.append({"urls": list(turn.urls), "username": username, "credential": credential})
     return servers
+
+
+def server_configuration(
+    stun_urls: tuple[str, ...], turn: TurnConfig | None, now_s: float
+) -> RTCConfiguration:
+    """The ``RTCConfiguration`` of one of the server's own peers: TURN (with a fresh pair,
+    username ``<expiry>:server``, valid until ``now_s + turn.ttl_s``) and the ``--ice-server``
+    URLs.
+
+    aiortc uses one STUN and one TURN server, the first of each it finds: the configured TURN
+    server comes first so that it wins over a credential-less ``turn:`` URL in ``stun_urls``,
+    and of its URLs the first one aiortc supports (``turn:`` over udp or tcp, ``turns:`` over
+    tcp) is used.
+    """
+    servers: list[RTCIceServer] = []
+    if turn is not None and turn.urls:
+        username, credential = turn_credentials(turn.secret, "server", now_s, turn.ttl_s)
+        servers.append(RTCIceServer(urls=list(turn.urls), username=username, credential=credential))
+    servers.extend(RTCIceServer(urls=u) for u in stun_urls)
+    return RTCConfiguration(iceServers=servers)
+
+
+def new_server_peer(stun_urls: tuple[str, ...], turn: TurnConfig | None) -> RTCPeerConnection:
+    """A peer connection of the server's (a call, a channel viewer or publisher)."""
+    return RTCPeerConnection(server_configuration(stun_urls, turn, time.time()))
 
 
 def ice_servers_handler(stun_urls: tuple[str, ...], turn: TurnConfig | None) -> Handler:

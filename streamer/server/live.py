@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.server.cli import add_access_arguments
+from streamer.server.cli import add_access_arguments, add_turn_arguments
 from streamer.server.microphone import (
     AudioInput,
     InputDevices,
@@ -45,6 +45,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
     p.add_argument("--codec", choices=("vp8", "h264"), default="vp8", help="video codec")
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
+    add_turn_arguments(p)
     add_access_arguments(p)
     p.set_defaults(func=run)
 
@@ -63,15 +64,16 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
             )
         return 0
 
-    from aiohttp import web
-
     from streamer.server.access import access_from_args
     from streamer.server.app import ServerConfig, create_app
     from streamer.server.channels import check_channel_name
+    from streamer.server.ice import turn_from_args
+    from streamer.server.protocol import run_app
     from streamer.server.runtime import build_runtime
 
     channel_name = check_channel_name(args.channel)
     access = access_from_args(args, os.environ)
+    turn = turn_from_args(args.turn_url, args.turn_ttl_s, os.environ)
     source = devices.open(args.device)  # fail before the model loads
     try:
         runtime = build_runtime(args.avatars_dir, args.avatar, args.model)
@@ -82,10 +84,11 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
             video_codec=args.codec,
             ice_servers=tuple(args.ice_server),
             access=access,
+            turn=turn,
         )
         app = create_app(config, runtime)
         attach_microphone(app, channel_name, source, f"http://{args.host}:{args.port}")
-        web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=1.5)
+        run_app(app, host=args.host, port=args.port, shutdown_timeout_s=1.5)
     finally:
         source.close()
     return 0
