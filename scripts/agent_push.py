@@ -5,7 +5,8 @@
     .venv/bin/python scripts/agent_push.py --channel studio --say "Hello from the agent."
     .venv/bin/python scripts/agent_push.py --channel studio --say "..." --interrupt-after 1.5
 
-A server started with a token wants it: set AVATAR_STREAMER_TOKEN to it here too.
+A server started with a token wants it: set AVATAR_STREAMER_TOKEN to it here too (the
+client sends it from there).
 The audio is decoded to 24 kHz s16le mono, pushed as fast as the socket takes it (as TTS
 does), and played by the server at real time; the script prints the playback events. Watch
 the channel at http://127.0.0.1:8080/view/studio.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.audio.files import decode_audio_bytes
-from streamer.client import ChannelClient
+from streamer.client import ChannelClient, ChannelClientError
 
 RATE_HZ = 24_000
 CHUNK_S = 0.2  # TTS engines deliver audio in chunks of this order
@@ -48,8 +48,7 @@ def load_pcm(path: Path | None, text: str | None) -> np.ndarray:
 
 async def push(args: argparse.Namespace) -> None:
     pcm = load_pcm(args.file, args.say)
-    token = os.environ.get("AVATAR_STREAMER_TOKEN") or None  # the server's, if it has one
-    async with await ChannelClient.connect(args.url, args.channel, RATE_HZ, token=token) as avatar:
+    async with await ChannelClient.connect(args.url, args.channel, RATE_HZ) as avatar:
         step = int(CHUNK_S * RATE_HZ)
         for start in range(0, len(pcm), step):
             await avatar.push(pcm[start : start + step])
@@ -72,7 +71,10 @@ def main() -> None:
     args = parser.parse_args()
     if (args.file is None) == (args.say is None):
         parser.error("give an audio file or --say TEXT")
-    asyncio.run(push(args))
+    try:
+        asyncio.run(push(args))
+    except ChannelClientError as exc:
+        sys.exit(f"agent_push: {exc}")
 
 
 if __name__ == "__main__":

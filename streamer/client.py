@@ -17,6 +17,7 @@ reader task; ``aclose()`` is idempotent and waits.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +25,7 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
+from streamer.client_auth import auth_headers, refusal_message, token_from_env
 from streamer.server.tasks import cancel_and_wait
 
 __all__ = ["ChannelClient", "ChannelClientError"]
@@ -64,16 +66,21 @@ class ChannelClient:
     ) -> ChannelClient:
         """Open the push WebSocket; raises ChannelClientError with the server's reason (e.g.
         409 when the channel already has a driver, 400 for an unsupported sample rate, 401
-        without the server's ``token``)."""
+        without the server's token). ``token`` defaults to ``AVATAR_STREAMER_TOKEN``."""
         session = http or aiohttp.ClientSession()
         url = f"{base_url.rstrip('/')}/channels/{channel}/audio?sample_rate={sample_rate_hz}"
+        token = token or token_from_env()
         try:
-            headers = {"Authorization": f"Bearer {token}"} if token else None
-            ws = await session.ws_connect(url, headers=headers)
+            ws = await session.ws_connect(url, headers=auth_headers(token))
         except aiohttp.WSServerHandshakeError as exc:
             if http is None:
                 await session.close()
-            raise ChannelClientError(f"connection refused: {exc.status} {exc.message}") from exc
+            reason = f"{exc.status} {exc.message}"
+            if exc.status in (401, 429):
+                headers = exc.headers if isinstance(exc.headers, Mapping) else {}
+                retry_after = str(headers.get("Retry-After", ""))
+                reason += ": " + refusal_message(exc.status, url.split("?")[0], token, retry_after)
+            raise ChannelClientError(f"connection refused: {reason}") from exc
         except BaseException:
             if http is None:
                 await session.close()

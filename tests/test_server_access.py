@@ -30,6 +30,7 @@ from streamer.server.access import (
     token_matches,
 )
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
+from streamer.server.auth_limit import FailureLimit
 from streamer.server.runtime import build_runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,9 +104,15 @@ async def serve(runtime: Runtime, config: ServerConfig) -> tuple[web.AppRunner, 
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
+# The route-by-route tests below make dozens of failed attempts from one address; the lock-out
+# has its own tests (tests/test_server_auth_limit.py).
+LENIENT = FailureLimit(max_failures=10_000)
+
+
 @pytest.fixture
 async def guarded(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]:
-    runner, url = await serve(runtime, ServerConfig(access=AccessConfig(token=TOKEN)))
+    config = ServerConfig(access=AccessConfig(token=TOKEN, failure_limit=LENIENT))
+    runner, url = await serve(runtime, config)
     yield url, runner.app
     await runner.cleanup()
 
@@ -372,3 +379,30 @@ async def test_no_path_traversal(guarded) -> None:
         for name in ("..", "../x", "a.b", ""):
             async with http.post(f"{url}/channels", json={"name": name}) as r:
                 await expect_json_error(r, 400, "invalid_channel_name")
+
+
+HEALTH_DETAILS = {"model", "sessions", "max_sessions", "uptime_s"}
+
+
+async def test_health_shows_details_only_with_the_token(guarded, runtime: Runtime) -> None:
+    url, _app = guarded
+    async with aiohttp.ClientSession() as http:
+        # A load balancer's probe: liveness, nothing about the model or the load.
+        async with http.get(f"{url}/health") as r:
+            assert (r.status, await r.json()) == (200, {"status": "ok"})
+        for wrong in ("Bearer wrong-token-0123456789", f"Basic {TOKEN}"):
+            async with http.get(f"{url}/health", headers={"Authorization": wrong}) as r:
+                assert (r.status, await r.json()) == (200, {"status": "ok"})
+        async with http.get(f"{url}/health", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            body = await r.json()
+            assert r.status == 200
+            assert body["status"] == "ok"
+            assert body.keys() >= HEALTH_DETAILS
+            assert body["model"]["name"]
+    # No token configured (loopback): everyone gets the details, as before.
+    runner, open_url = await serve(runtime, ServerConfig())
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{open_url}/health") as r:
+            assert (await r.json()).keys() >= HEALTH_DETAILS
+    finally:
+        await runner.cleanup()

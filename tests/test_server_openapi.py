@@ -68,3 +68,4 @@ def test_every_operation_documents_its_errors_as_the_one_error_shape() -> None:
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, method)
             if op["x-access"] != "public":
                 assert "401" in op["responses"], (path, method)
+                assert "429" in op["responses"], (path, method)  # a locked-out guesser

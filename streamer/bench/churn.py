@@ -31,6 +31,7 @@ import numpy as np
 from streamer.bench.peer import LoopbackPeer
 from streamer.bench.report import write_section
 from streamer.bench.viewer import WhepViewer
+from streamer.client_auth import server_session
 
 KINDS = ("call, DELETE", "call, abrupt close", "viewer, DELETE", "viewer, abrupt close")
 RSS_TOLERANCE = 0.05
@@ -143,7 +144,7 @@ async def settle(http: aiohttp.ClientSession, url: str, timeout_s: float) -> Non
 
 async def churn(url: str, cycles: int, warmup_cycles: int) -> ChurnResult:
     """Run warm-up and measured cycles against the server at ``url`` in this process."""
-    async with aiohttp.ClientSession() as http:
+    async with server_session() as http:  # sends AVATAR_STREAMER_TOKEN if set
         # Let the default executor grow to its bound now: it adds threads lazily, up to
         # min(32, cores + 4), and that growth is not churn.
         loop = asyncio.get_running_loop()

@@ -28,6 +28,7 @@ from streamer.bench import promtext
 from streamer.bench.peer import LoopbackPeer
 from streamer.bench.report import write_section
 from streamer.bench.signals import speechlike_48k
+from streamer.client_auth import server_session
 
 TARGET_P99_S = 0.040
 
@@ -143,7 +144,7 @@ async def _measure_levels(
 ) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{port}"
     results = []
-    async with aiohttp.ClientSession() as http:
+    async with server_session() as http:  # sends AVATAR_STREAMER_TOKEN if set
         for _ in range(600):  # the model and avatar load first (seconds on a first run)
             if server.returncode is not None:
                 log.seek(0)

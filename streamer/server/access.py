@@ -11,6 +11,13 @@ VIEWER routes need it too unless ``public_viewers`` is set. The token is compare
 time. The pages read the token from their own URL's fragment (``#token=...``, never sent to
 the server) or query and send it as that header.
 
+Failed attempts (a wrong token, or none where one is needed; a wrong one presented anywhere, e.g.
+to ``/health``, whose answer would tell a right guess) are counted per client address by an
+:class:`~streamer.server.auth_limit.AuthFailureLimiter`; a locked-out address gets 429
+``too_many_failures`` with Retry-After on every request that would check a token. The client
+address is the TCP peer's, or with ``trust_forwarded_for`` the last ``X-Forwarded-For`` hop (the
+one the trusted reverse proxy appended).
+
 CORS is off unless origins are configured (no ``Access-Control-Allow-*`` header is ever sent,
 so browsers refuse cross-origin reads and preflighted cross-origin calls).
 """
@@ -20,6 +27,8 @@ from __future__ import annotations
 import enum
 import hmac
 import ipaddress
+import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,7 +37,10 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from streamer.errors import StreamerError
+from streamer.server.auth_limit import AuthFailureLimiter, FailureLimit
 from streamer.server.http_errors import HttpError, error_response
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
@@ -36,6 +48,10 @@ H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
 ACCESS_ATTR = "__access_level__"
 TOKEN_ENV = "AVATAR_STREAMER_TOKEN"
 MIN_TOKEN_CHARS = 16
+# Set on every request by the access middleware: it carried the server's token (or the server
+# has none). Handlers that show more to authorized callers read it through is_authorized().
+AUTHORIZED = web.RequestKey("authorized", bool)
+_MAX_ADDRESS_CHARS = 64  # a forwarded address longer than any IPv6 text is cut there
 
 
 class Access(enum.Enum):
@@ -69,6 +85,10 @@ class AccessConfig:
     token: str | None = field(default=None, repr=False)
     public_viewers: bool = False  # viewers need no token even when one is configured
     cors_origins: tuple[str, ...] = ()  # exact origins ("https://a.example") or "*"; () = off
+    failure_limit: FailureLimit = field(default_factory=FailureLimit)  # failed token attempts
+    # Take the client address from X-Forwarded-For's last hop: only behind a proxy that appends
+    # it (anyone can send the header; trusted blindly it would let a guesser pick its address).
+    trust_forwarded_for: bool = False
 
 
 class ExposureError(StreamerError):
@@ -132,24 +152,78 @@ def _needs_token(level: Access | None, access: AccessConfig) -> bool:
     return not (level is Access.VIEWER and access.public_viewers)
 
 
-def access_middleware(access: AccessConfig) -> Middleware:
+def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
+    """The address failed attempts are counted against: the TCP peer's, or with
+    ``trust_forwarded_for`` the last ``X-Forwarded-For`` hop (appended by the trusted proxy;
+    the earlier hops are whatever the client sent). Falls back to the peer without the header."""
+    if trust_forwarded_for:
+        hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+        last = next((h.strip() for h in reversed(hops) if h.strip()), "")
+        if last:
+            return last[:_MAX_ADDRESS_CHARS]
+    return request.remote or "unknown"
+
+
+def is_authorized(request: web.Request) -> bool:
+    """Whether the request carried the server's token (always, when the server has none).
+
+    False when the access middleware did not see the request (fail closed)."""
+    return AUTHORIZED in request and request[AUTHORIZED]
+
+
+def access_middleware(access: AccessConfig, limiter: AuthFailureLimiter) -> Middleware:
     """Check the bearer token of routes that need it (install inside the errors middleware).
 
-    Raises HttpError 401 (with ``WWW-Authenticate: Bearer``) for a missing or wrong token.
-    Unmatched requests pass through, so the router answers 404/405 as usual.
+    Raises HttpError 401 (with ``WWW-Authenticate: Bearer``) for a missing or wrong token, and
+    429 ``too_many_failures`` (with Retry-After) before any token check for an address that
+    ``limiter`` has locked out. A wrong token presented to a route that needs none is counted
+    too (the route then serves the request as anonymous); requests that present none to such a
+    route (the pages, ``/health`` for load balancers) are neither counted nor refused.
+    Unmatched requests pass through, so the router answers 404/405 as usual. Sets
+    :data:`AUTHORIZED` on every request it passes on.
     """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = access.token
-        needs_token = token is not None and _needs_token(_route_access(request), access)
-        if needs_token and not token_matches(_bearer(request), token or ""):
+        level = _route_access(request)
+        if token is None or level is None:
+            request[AUTHORIZED] = token is None
+            return await handler(request)
+        needs_token = _needs_token(level, access)
+        presented = _bearer(request)
+        if not needs_token and presented is None:
+            request[AUTHORIZED] = False  # nothing to check, nothing to count
+            return await handler(request)
+        address = client_address(request, access.trust_forwarded_for)
+        locked_s = limiter.locked_for_s(address)
+        if locked_s > 0:
             raise HttpError(
-                401,
-                "unauthorized",
-                "This endpoint needs the server's token: Authorization: Bearer <token>.",
-                {"WWW-Authenticate": 'Bearer realm="avatar-streamer"'},
+                429,
+                "too_many_failures",
+                f"Too many failed token attempts from this address; try again in "
+                f"{math.ceil(locked_s)} s.",
+                {"Retry-After": str(math.ceil(locked_s))},
             )
+        authorized = token_matches(presented, token)
+        if not authorized:
+            if limiter.record_failure(address):
+                limit = limiter.limit
+                log.warning(
+                    "%s: %d failed token attempts within %g s, locked out for %g s",
+                    address,
+                    limit.max_failures,
+                    limit.window_s,
+                    limit.lockout_s,
+                )
+            if needs_token:
+                raise HttpError(
+                    401,
+                    "unauthorized",
+                    "This endpoint needs the server's token: Authorization: Bearer <token>.",
+                    {"WWW-Authenticate": 'Bearer realm="avatar-streamer"'},
+                )
+        request[AUTHORIZED] = authorized
         return await handler(request)
 
     return middleware
@@ -206,7 +280,15 @@ def access_from_args(args: Any, environ: Mapping[str, str]) -> AccessConfig:
     bind address is not loopback and no token is set (see :func:`check_exposure`)."""
     token = environ.get(TOKEN_ENV, "").strip() or None
     access = AccessConfig(
-        token=token, public_viewers=args.public_viewers, cors_origins=tuple(args.cors_origin)
+        token=token,
+        public_viewers=args.public_viewers,
+        cors_origins=tuple(args.cors_origin),
+        failure_limit=FailureLimit(
+            max_failures=args.auth_max_failures,
+            window_s=args.auth_window_s,
+            lockout_s=args.auth_lockout_s,
+        ),
+        trust_forwarded_for=args.trust_x_forwarded_for,
     )
     check_exposure(args.host, access)
     return access

@@ -23,7 +23,15 @@ from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from streamer.errors import StreamerError
-from streamer.server.access import AccessConfig, access_middleware, cors_middleware, public, viewer
+from streamer.server.access import (
+    AccessConfig,
+    access_middleware,
+    cors_middleware,
+    is_authorized,
+    public,
+    viewer,
+)
+from streamer.server.auth_limit import AuthFailureLimiter
 from streamer.server.channels import ChannelConfig, ChannelError, check_offer
 from streamer.server.clock import Clock, MonotonicClock
 from streamer.server.http_errors import HttpError as HttpError  # re-exported: routes raise it
@@ -294,6 +302,7 @@ class Server:
 
 
 SERVER = web.AppKey("server", Server)
+AUTH_LIMITER = web.AppKey("auth_limiter", AuthFailureLimiter)  # failed token attempts
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -341,7 +350,11 @@ async def delete_session(request: web.Request) -> web.Response:
 
 @public
 async def get_health(request: web.Request) -> web.Response:
+    """Liveness for anyone (load balancers need no token); the model, sessions and uptime only
+    for callers with the server's token, or from anyone when the server has none."""
     server = request.app[SERVER]
+    if not is_authorized(request):
+        return web.json_response({"status": "ok"})
     return web.json_response(
         {
             "status": "ok",
@@ -385,15 +398,17 @@ def create_app(
     clock: Clock | None = None,
     render: RenderConfig | None = None,
 ) -> web.Application:
+    server = Server(config, runtime, clock or MonotonicClock())
+    limiter = AuthFailureLimiter(config.access.failure_limit, server.clock)
     # CORS outermost (error responses carry it too), then errors, then the token check.
     middlewares = [
         cors_middleware(config.access.cors_origins),
         errors_middleware,
-        access_middleware(config.access),
+        access_middleware(config.access, limiter),
     ]
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
-    server = Server(config, runtime, clock or MonotonicClock())
     app[SERVER] = server
+    app[AUTH_LIMITER] = limiter
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await server.start()

@@ -96,6 +96,25 @@ def add_access_arguments(parser: Any) -> None:
         default=[],
         help="allow cross-origin calls from this origin (repeatable; '*' for any); off by default",
     )
+    guessing = parser.add_argument_group(
+        "failed token attempts (per client address; beyond them: 429 with Retry-After)"
+    )
+    guessing.add_argument(
+        "--auth-max-failures",
+        type=int,
+        default=20,
+        help="failed attempts within the window that lock an address out (default 20)",
+    )
+    guessing.add_argument("--auth-window-s", type=float, default=60.0, help="default 60 s")
+    guessing.add_argument(
+        "--auth-lockout-s", type=float, default=60.0, help="lock-out length (default 60 s)"
+    )
+    guessing.add_argument(
+        "--trust-x-forwarded-for",
+        action="store_true",
+        help="count attempts against X-Forwarded-For's last hop: only behind a reverse proxy "
+        "that appends it (see docs/security.md); off by default",
+    )
 
 
 def set_video_bitrate(codec: str, bitrate_bps: int) -> None:

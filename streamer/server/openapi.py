@@ -23,12 +23,15 @@ _ERROR_CODES = {
     409: "Conflict: the channel exists or has a driver; the render is not finished.",
     413: "The body (or queued audio) exceeds its limit.",
     415: "Wrong Content-Type.",
+    429: "Too many failed token attempts from this address; retry after Retry-After seconds.",
     500: "A render failed (its job says why); never an unhandled error.",
     503: "At a limit (sessions, channels, viewers, renders); retry after Retry-After seconds.",
 }
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
+    if 401 in statuses:  # a route that checks the token refuses a locked-out guesser first
+        statuses = (*statuses, 429)
     return {
         str(s): {
             "description": _ERROR_CODES[s],
@@ -100,13 +103,13 @@ def describe_api() -> dict[str, Any]:
         },
         "/health": {
             "get": _op(
-                "Liveness, model, sessions",
+                "Liveness; with the token (or on a server without one) also model and sessions",
                 p,
                 {
                     "200": _json(
                         {
                             "type": "object",
-                            "required": ["status", "sessions", "max_sessions"],
+                            "required": ["status"],
                             "properties": {
                                 "status": {"const": "ok"},
                                 "sessions": {"type": "integer"},
@@ -115,8 +118,10 @@ def describe_api() -> dict[str, Any]:
                                 "model": _OBJECT,
                             },
                         },
-                        "Serving",
-                    )
+                        "Serving (only the status without the server's token)",
+                    ),
+                    # A wrong token sent here counts as a failed attempt like anywhere else.
+                    **_errors(429),
                 },
             )
         },
@@ -392,7 +397,8 @@ def describe_api() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "Every error is JSON {error: code, message: sentence}. Routes marked "
             "x-access control (and viewer, unless viewers are public) need "
-            "Authorization: Bearer <token> when the server has a token.",
+            "Authorization: Bearer <token> when the server has a token; after too many failed "
+            "attempts an address gets 429 too_many_failures for a while.",
         },
         "paths": paths,
         "components": {

@@ -21,6 +21,7 @@ import numpy as np
 
 from streamer.bench import promtext
 from streamer.bench.report import machine_description
+from streamer.client_auth import refusal_message, server_session, token_from_env
 from streamer.errors import StreamerError
 from streamer.server.tasks import cancel_and_wait
 from streamer.soak.analysis import (
@@ -139,12 +140,14 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
     samples: list[ServerSample] = []
     peers: list[SoakPeer] = []
     started_wall = dt.datetime.now(dt.UTC)
-    async with aiohttp.ClientSession() as http:
+    async with server_session() as http:  # the token from AVATAR_STREAMER_TOKEN, if set
         try:
             async with http.get(f"{url}/health") as r:
                 health = await r.json()
         except (aiohttp.ClientError, ValueError) as exc:
             raise StreamerError(f"cannot reach the server at {url}: {exc}") from exc
+        if "model" not in health:  # a server with a token shows it only to its holders
+            raise StreamerError(refusal_message(401, f"{url}/health", token_from_env()))
         meter = await loop.run_in_executor(
             None, _meter_for, health, config.avatar, config.avatars_dir
         )
