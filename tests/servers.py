@@ -17,15 +17,18 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from streamer.server.protocol import JsonErrorAppRunner
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 async def start_app(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
-    """Serve ``app`` on 127.0.0.1 (``port`` 0: a free one); returns the runner and base URL.
+    """Serve ``app`` on 127.0.0.1 (``port`` 0: a free one) with the runner ``serve`` uses;
+    returns the runner and base URL.
 
     ``await runner.cleanup()`` stops it the way ``avatar-streamer serve`` does on a signal.
     """
-    runner = web.AppRunner(app)
+    runner = JsonErrorAppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
@@ -86,16 +89,18 @@ class ServedProcess:
 
 @contextlib.asynccontextmanager
 async def serve_subprocess(
-    *args: str, env: Mapping[str, str] | None = None, ready_timeout_s: float = 60.0
+    *args: str,
+    command: tuple[str, ...] = ("streamer", "serve"),
+    env: Mapping[str, str] | None = None,
+    ready_timeout_s: float = 60.0,
 ) -> AsyncIterator[ServedProcess]:
-    """``python -m streamer serve --port <free> *args``, ready to take calls; killed on exit
-    if still running."""
+    """``python -m streamer serve --port <free> *args`` (or another ``command`` module taking
+    ``--port``), ready to take calls; killed on exit if still running."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "streamer",
-        "serve",
+        *command,
         "--port",
         str(port),
         *args,

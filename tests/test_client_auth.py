@@ -24,6 +24,7 @@ from streamer.server.auth_limit import FailureLimit
 from streamer.server.runtime import build_runtime
 from streamer.soak.analysis import AnalysisOptions
 from streamer.soak.runner import SoakConfig, run_soak
+from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -37,11 +38,8 @@ def runtime() -> Runtime:
 @pytest.fixture
 async def protected(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]:
     access = AccessConfig(token=TOKEN, failure_limit=FailureLimit(max_failures=3))
-    runner = web.AppRunner(create_app(ServerConfig(access=access), runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", runner.app
+    runner, url = await start_app(create_app(ServerConfig(access=access), runtime))
+    yield url, runner.app
     await runner.cleanup()
 
 

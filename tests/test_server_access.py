@@ -32,6 +32,7 @@ from streamer.server.access import (
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.auth_limit import FailureLimit
 from streamer.server.runtime import build_runtime
+from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -97,11 +98,8 @@ def runtime() -> Runtime:
 
 
 async def serve(runtime: Runtime, config: ServerConfig) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(create_app(config, runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_app(create_app(config, runtime))
+    return runner, url
 
 
 # The route-by-route tests below make dozens of failed attempts from one address; the lock-out

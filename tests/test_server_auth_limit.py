@@ -17,6 +17,7 @@ from streamer.server.app import AUTH_LIMITER, Runtime, ServerConfig, create_app
 from streamer.server.auth_limit import AuthFailureLimiter, FailureLimit
 from streamer.server.clock import ManualClock
 from streamer.server.runtime import build_runtime
+from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -125,11 +126,8 @@ class Served:
 
 async def start(runtime: Runtime, access: AccessConfig) -> tuple[web.AppRunner, Served]:
     clock = ManualClock()
-    runner = web.AppRunner(create_app(ServerConfig(access=access), runtime, clock=clock))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, Served(f"http://127.0.0.1:{runner.addresses[0][1]}", runner.app, clock)
+    runner, url = await start_app(create_app(ServerConfig(access=access), runtime, clock=clock))
+    return runner, Served(url, runner.app, clock)
 
 
 @pytest.fixture

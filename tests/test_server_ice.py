@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import shutil
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiortc import RTCPeerConnection
 
 from streamer.bench.peer import LoopbackPeer
@@ -37,6 +34,7 @@ from streamer.server.ice import (
     turn_credentials,
 )
 from streamer.server.runtime import build_runtime
+from tests.servers import serve_subprocess, start_app
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "coturn-static-auth-secret"
@@ -80,10 +78,7 @@ async def test_get_ice_servers_hands_out_fresh_credentials_to_viewers_only() -> 
     config = ServerConfig(
         ice_servers=("stun:stun.example.org:3478",), turn=turn, access=AccessConfig(TOKEN)
     )
-    runner = web.AppRunner(create_app(config, build_runtime(REPO / "avatars")))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, url = await start_app(create_app(config, build_runtime(REPO / "avatars")))
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/ice-servers"
     try:
         async with aiohttp.ClientSession() as http:
@@ -205,11 +200,7 @@ async def test_the_servers_own_peers_authenticate_to_turn(turn_server: str, secr
     allocated on the TURN server with the credentials it generated; with a wrong secret there
     is none, and the call still connects over host candidates."""
     config = ServerConfig(turn=TurnConfig(urls=(turn_server,), secret=secret, ttl_s=60))
-    runner = web.AppRunner(create_app(config, build_runtime(REPO / "avatars")))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_app(create_app(config, build_runtime(REPO / "avatars")))
     try:
         async with aiohttp.ClientSession() as http:
             peer = LoopbackPeer(url, speechlike_48k(2.0), loop=True, keep_frames=False)
@@ -245,54 +236,28 @@ def test_live_turn_urls_need_the_secret(
     assert TURN_SECRET_ENV in err[0]
 
 
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.realtime
 @pytest.mark.slow
 async def test_live_gives_its_viewers_and_its_own_peers_turn(turn_server: str) -> None:
-    port = _free_tcp_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), TURN_SECRET_ENV: SECRET}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.live_with_fake_mic",
-        "--port",
-        str(port),
-        "--turn-url",
-        turn_server,
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                try:
-                    async with http.get(f"{url}/health") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            async with http.get(f"{url}/ice-servers") as r:
-                servers = (await r.json())["iceServers"]
-            assert servers[0]["urls"] == [turn_server]
-            viewer = WhepViewer(url, "live", keep_frames=False)
-            try:
-                await viewer.connect(http)
-                assert _relay_candidates(viewer.pc.remoteDescription.sdp)
-                await _wait_connected(viewer.pc, 10.0)
-            finally:
-                await viewer.aclose(http)
-        proc.send_signal(signal.SIGINT)
-        output = await asyncio.wait_for(proc.stdout.read(), 10)  # type: ignore[union-attr]
-        assert await proc.wait() == 0, output.decode(errors="replace")[-2000:]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    async with (
+        serve_subprocess(
+            "--turn-url",
+            turn_server,
+            command=("tests.live_with_fake_mic",),
+            env={TURN_SECRET_ENV: SECRET},
+        ) as served,
+        aiohttp.ClientSession() as http,
+    ):
+        url = served.url
+        async with http.get(f"{url}/ice-servers") as r:
+            servers = (await r.json())["iceServers"]
+        assert servers[0]["urls"] == [turn_server]
+        viewer = WhepViewer(url, "live", keep_frames=False)
+        try:
+            await viewer.connect(http)
+            assert _relay_candidates(viewer.pc.remoteDescription.sdp)
+            await _wait_connected(viewer.pc, 10.0)
+        finally:
+            await viewer.aclose(http)
+        stopped = await served.stop(signal.SIGINT)
+    assert stopped.code == 0, stopped.output[-2000:]

@@ -12,6 +12,7 @@ from streamer.server.access import access_of
 from streamer.server.app import ServerConfig, create_app
 from streamer.server.openapi import describe_api
 from streamer.server.runtime import build_runtime
+from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,12 +44,8 @@ async def test_every_route_is_described_and_every_description_is_a_route() -> No
     assert routes.keys() - spec.keys() == set(), "routes missing from openapi.py"
     assert spec.keys() - routes.keys() == set(), "described routes that do not exist"
     assert routes == spec  # and the documented access level is the enforced one
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, url = await start_app(app)
     try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         async with aiohttp.ClientSession() as http, http.get(f"{url}/openapi.json") as r:
             assert r.status == 200
             served = await r.json()

@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from aiohttp.web_protocol import RequestHandler
 from streamer.server.app import Runtime, ServerConfig, create_app
 from streamer.server.protocol import JsonErrorAppRunner, JsonErrorRequestHandler
 from streamer.server.runtime import build_runtime
+from tests.servers import serve_subprocess, start_app
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = b"Host: 127.0.0.1\r\n"
@@ -94,9 +92,7 @@ def runtime() -> Runtime:
 
 @pytest.fixture
 async def port(runtime: Runtime) -> AsyncIterator[int]:
-    runner = JsonErrorAppRunner(create_app(ServerConfig(), runtime))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runner, _url = await start_app(create_app(ServerConfig(), runtime))
     yield int(runner.addresses[0][1])
     await runner.cleanup()
 
@@ -174,47 +170,19 @@ async def test_the_runner_makes_json_error_connections(runtime: Runtime) -> None
         await runner.cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["serve", "live"])
 async def test_the_commands_serve_json_errors(command: str) -> None:
-    port = _free_port()
-    argv = ["-m", "streamer", "serve", "--port", str(port)]
-    if command == "live":
-        argv = ["-m", "tests.live_with_fake_mic", "--port", str(port)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *argv,
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        for _ in range(600):
-            try:
-                await assert_still_serving(port)
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+    module = ("streamer", "serve") if command == "serve" else ("tests.live_with_fake_mic",)
+    async with serve_subprocess(command=module) as served:
+        port = int(served.url.rsplit(":", 1)[1])
         assert_json_error(*await exchange(port, b"GARBAGE\r\n\r\n"), 400, "bad_request")
         big = b"GET /health HTTP/1.1\r\n" + HOST + b"X-Big: " + b"a" * 100_000 + b"\r\n\r\n"
         assert_json_error(*await exchange(port, big), 431, "headers_too_large")
         await assert_still_serving(port)
-        proc.send_signal(signal.SIGINT)
-        output = await asyncio.wait_for(proc.stdout.read(), 10)  # type: ignore[union-attr]
-        assert await proc.wait() == 0, output.decode(errors="replace")[-2000:]
-        assert b"Traceback" not in output
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        stopped = await served.stop(signal.SIGINT)
+    assert stopped.code == 0, stopped.output[-2000:]
+    assert "Traceback" not in stopped.output
 
 
 async def test_an_error_escaping_every_middleware_is_a_json_500() -> None:
@@ -225,9 +193,7 @@ async def test_an_error_escaping_every_middleware_is_a_json_500() -> None:
 
     app = web.Application()
     app.router.add_get("/", broken)
-    runner = JsonErrorAppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runner, _url = await start_app(app)
     try:
         port = int(runner.addresses[0][1])
         request = b"GET / HTTP/1.1\r\n" + HOST + b"Accept: text/html\r\n\r\n"
