@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -168,6 +169,34 @@ async def test_the_runner_makes_json_error_connections(runtime: Runtime) -> None
         assert type(runner.server()) is JsonErrorRequestHandler
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/offer", "application/json"),
+        ("/channels/stage/whep", "application/sdp"),
+        ("/channels/stage/speak", "audio/wav"),
+        ("/render", "multipart/form-data; boundary=b"),
+    ],
+)
+async def test_a_client_hanging_up_mid_body_is_one_info_line_not_an_error(
+    port: int, path: str, content_type: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="streamer")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    )
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode() + b"{" * 100)
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the route is reading the body
+    writer.close()
+    await asyncio.sleep(0.3)
+    await assert_still_serving(port)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "the client went away mid-request" in caplog.text
 
 
 @pytest.mark.slow

@@ -144,6 +144,16 @@ async def errors_middleware(
             message = "The request body is too large."
         else:
             message = f"{exc.reason}."
+    except ConnectionResetError:
+        # The client hung up before its request was read (a body cut short): nobody to answer,
+        # nothing went wrong here. One line, like a refusal.
+        log.info(
+            "%s %s%s: the client went away mid-request",
+            request.method,
+            request.path,
+            _subject(request),
+        )
+        return error_response(400, "connection_lost", "The request ended before its body.")
     except Exception:
         log.exception("unhandled error on %s %s%s", request.method, request.path, _subject(request))
         return error_response(500, "internal_error", "Internal server error.")
