@@ -70,7 +70,59 @@ class Received:
     audio_pcm: list[npt.NDArray[np.int16]] = field(default_factory=list)  # mono 48 kHz blocks
 
 
-class LoopbackPeer:
+class RecordingPeer:
+    """A client peer connection that records every frame it receives, with its arrival time.
+
+    Subclasses add the signaling (a call, a WHEP viewer); ``on_video``/``on_audio`` are the
+    seam for peers that keep other figures (the soak peer keeps numbers, not frames).
+    """
+
+    def __init__(self, keep_frames: bool) -> None:
+        self.keep_frames = keep_frames
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.received = Received()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        name = f"{type(self).__name__}-{track.kind}"
+        self._tasks.append(asyncio.create_task(self._read(track), name=name))
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            at_s = time.monotonic()
+            if isinstance(frame, av.VideoFrame):
+                self.on_video(frame, at_s)
+            else:
+                assert isinstance(frame, av.AudioFrame)
+                self.on_audio(frame, at_s)
+
+    def on_video(self, frame: av.VideoFrame, at_s: float) -> None:
+        self.received.video_at_s.append(at_s)
+        self.received.video_pts.append(int(frame.pts or 0))
+        if self.keep_frames:
+            self.received.video_frames.append(
+                frame.to_ndarray(format="bgr24").astype(np.uint8, copy=False)
+            )
+
+    def on_audio(self, frame: av.AudioFrame, at_s: float) -> None:
+        self.received.audio_at_s.append(at_s)
+        pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
+        self.received.audio_pcm.append(pcm.astype(np.int16))
+
+    async def _close_peer(self) -> None:
+        """Close the connection and end the readers (idempotent)."""
+        await self.pc.close()
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        self._tasks.clear()
+
+
+class LoopbackPeer(RecordingPeer):
     """One client call against a server URL. ``aclose()`` ends it and is idempotent."""
 
     def __init__(
@@ -81,25 +133,16 @@ class LoopbackPeer:
         keep_frames: bool = True,
         avatar: str | None = None,
     ) -> None:
+        super().__init__(keep_frames)
         self.base_url = base_url.rstrip("/")
         self.track = ClipTrack(clip_48k, loop)
         self.avatar = avatar
-        self.keep_frames = keep_frames
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.received = Received()
         self.session_id: str | None = None
         self.answered_at_s: float | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def connect(self, http: aiohttp.ClientSession) -> None:
         self.pc.addTransceiver(self.track, direction="sendrecv")
         self.pc.addTransceiver("video", direction="recvonly")
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            reader = self._read_video if track.kind == "video" else self._read_audio
-            self._tasks.append(asyncio.create_task(reader(track), name=f"peer-{track.kind}"))
-
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
         if self.avatar:
@@ -112,37 +155,9 @@ class LoopbackPeer:
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         self.answered_at_s = time.monotonic()
 
-    async def _read_video(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            assert isinstance(frame, av.VideoFrame)
-            self.received.video_at_s.append(time.monotonic())
-            self.received.video_pts.append(int(frame.pts or 0))
-            if self.keep_frames:
-                self.received.video_frames.append(
-                    frame.to_ndarray(format="bgr24").astype(np.uint8, copy=False)
-                )
-
-    async def _read_audio(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            assert isinstance(frame, av.AudioFrame)
-            self.received.audio_at_s.append(time.monotonic())
-            pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
-            self.received.audio_pcm.append(pcm.astype(np.int16))
-
     async def aclose(self, http: aiohttp.ClientSession | None = None) -> None:
         if http is not None and self.session_id is not None:
             async with http.delete(f"{self.base_url}/sessions/{self.session_id}"):
                 pass
             self.session_id = None
-        await self.pc.close()
-        for task in self._tasks:
-            await cancel_and_wait(task)
-        self._tasks.clear()
+        await self._close_peer()

@@ -7,12 +7,9 @@ mouth region is from the avatar at rest), audio RMS. Hours of video cost megabyt
 
 from __future__ import annotations
 
-import time
-
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from streamer.bench.peer import FRAME_SAMPLES, RATE_HZ, LoopbackPeer
 from streamer.soak.analysis import PeerRecord
@@ -64,29 +61,16 @@ class SoakPeer(LoopbackPeer):
                     out.append(sent[k] + (onset % FRAME_SAMPLES) / RATE_HZ)
         return sorted(out)
 
-    async def _read_video(self, track: MediaStreamTrack) -> None:
+    def on_video(self, frame: av.VideoFrame, at_s: float) -> None:
         rec = self.record
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            assert isinstance(frame, av.VideoFrame)
-            rec.video_at_s.append(time.monotonic())
-            rec.video_pts.append(int(frame.pts or 0))
-            rec.mouth.append(self.meter(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)))
+        rec.video_at_s.append(at_s)
+        rec.video_pts.append(int(frame.pts or 0))
+        rec.mouth.append(self.meter(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)))
 
-    async def _read_audio(self, track: MediaStreamTrack) -> None:
-        rec = self.record
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            assert isinstance(frame, av.AudioFrame)
-            rec.audio_at_s.append(time.monotonic())
-            pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
-            rec.audio_rms.append(float(np.sqrt(np.mean((pcm.astype(np.float64) / 32768) ** 2))))
+    def on_audio(self, frame: av.AudioFrame, at_s: float) -> None:
+        pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
+        self.record.audio_at_s.append(at_s)
+        self.record.audio_rms.append(float(np.sqrt(np.mean((pcm.astype(np.float64) / 32768) ** 2))))
 
     def finish(self) -> PeerRecord:
         self.record.answered_at_s = self.answered_at_s or 0.0
