@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from streamer.server.app import Runtime, ServerConfig, create_app
-from streamer.server.runtime import build_runtime
 from tests.browser import CHROMIUM, Browser
 from tests.servers import start_app
 from tests.speech import spoken_clip
@@ -27,11 +26,6 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[1]
 # Set to 1 to refresh the screenshot committed in docs/images.
 UPDATE_IMAGES = os.environ.get("AVATAR_STREAMER_UPDATE_IMAGES") == "1"
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 @pytest.fixture

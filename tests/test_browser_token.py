@@ -14,7 +14,6 @@ from streamer.server.access import AccessConfig
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
 from streamer.server.ice import TurnConfig
-from streamer.server.runtime import build_runtime
 from tests.browser import CHROMIUM, Browser
 from tests.servers import start_app
 from tests.speech import spoken_clip
@@ -27,13 +26,7 @@ pytestmark = [
     ),
 ]
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "page-token-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from aiohttp import web
 from streamer.client import ChannelClient
 from streamer.server.app import Runtime, ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
-from streamer.server.runtime import build_runtime
 from tests.audio_signals import pcm16, vowel
 from tests.browser import CHROMIUM, Browser
 from tests.media_analysis import mouth_activity
@@ -57,11 +56,6 @@ LAYOUT = """
            controls: document.getElementById("video").controls };
 })()
 """
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 async def serve(runtime: Runtime, port: int) -> web.AppRunner:

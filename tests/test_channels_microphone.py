@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import threading
 import time
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -29,12 +28,9 @@ from streamer.server.microphone import (
     MicrophoneError,
     SoundDeviceInputs,
 )
-from streamer.server.runtime import build_runtime
 from tests.media_analysis import block_rms
 from tests.servers import start_app
 from tests.speech import spoken_clip
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeInput:
@@ -80,11 +76,6 @@ class FakeDevices:
         if self.source is None or device not in (None, 0):
             raise MicrophoneError(f"No usable microphone: input device {device} is missing.")
         return self.source
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 @pytest.mark.realtime

@@ -21,18 +21,12 @@ from streamer.errors import StreamerError
 from streamer.server.access import TOKEN_ENV, AccessConfig
 from streamer.server.app import AUTH_LIMITER, SERVER, Runtime, ServerConfig, create_app
 from streamer.server.auth_limit import FailureLimit
-from streamer.server.runtime import build_runtime
 from streamer.soak.analysis import AnalysisOptions
 from streamer.soak.runner import SoakConfig, run_soak
 from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -19,19 +18,11 @@ from aiohttp import web
 from streamer.bench.peer import LoopbackPeer
 from streamer.crop import CropConvention
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
-from streamer.server.runtime import build_runtime
 from tests.media_analysis import best_lag_s, block_rms, mouth_activity
 from tests.servers import start_app
 from tests.speech import spoken_clip
 
 pytestmark = pytest.mark.realtime
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 @pytest.fixture

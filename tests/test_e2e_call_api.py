@@ -12,7 +12,6 @@ import struct
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,18 +24,11 @@ from streamer.bench.peer import LoopbackPeer
 from streamer.bench.signals import speechlike_48k
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channels import ChannelConfig
-from streamer.server.runtime import build_runtime
 from tests.servers import start_app
 
 pytestmark = pytest.mark.realtime
 
-REPO = Path(__file__).resolve().parents[1]
 MAX_BODY_BYTES = 64 * 1024
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 @pytest.fixture

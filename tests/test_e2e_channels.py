@@ -11,7 +11,6 @@ import io
 import time
 import wave
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import av
@@ -24,7 +23,6 @@ from streamer.bench.viewer import WhepViewer
 from streamer.client import ChannelClient, ChannelClientError
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
-from streamer.server.runtime import build_runtime
 from tests.audio_signals import pcm16, vowel
 from tests.media_analysis import best_lag_s, block_rms, mouth_activity
 from tests.servers import start_app
@@ -32,13 +30,7 @@ from tests.speech import spoken_clip
 
 pytestmark = pytest.mark.realtime
 
-REPO = Path(__file__).resolve().parents[1]
 FRAME_S = 0.04
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channel_routes import CHANNELS
 from streamer.server.channels import ChannelConfig
 from streamer.server.playout import PlayoutConfig
-from streamer.server.runtime import build_runtime
 from streamer.server.tasks import cancel_and_wait
 from tests.media_analysis import block_rms
 from tests.servers import serve_subprocess, start_app
@@ -35,11 +34,6 @@ from tests.test_browser_call import write_wav
 pytestmark = pytest.mark.realtime
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 SMALL = ChannelConfig(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -20,20 +19,13 @@ from streamer.bench.peer import LoopbackPeer, Received
 from streamer.bench.viewer import WhepViewer
 from streamer.client import ChannelClient
 from streamer.server.app import Runtime, ServerConfig, create_app
-from streamer.server.runtime import build_runtime
 from tests.audio_signals import pcm16, vowel
 from tests.media_analysis import mouth_activity
 from tests.servers import start_app
 
 pytestmark = pytest.mark.realtime
 
-REPO = Path(__file__).resolve().parents[1]
 LEAD_S = 2.0  # silence before the vowel: the frames that show the mouth at rest
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 def mouth_series(runtime: Runtime, frames: list[np.ndarray]) -> np.ndarray:

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -16,17 +15,9 @@ from aiohttp import web
 from streamer.bench.peer import LoopbackPeer
 from streamer.bench.signals import speechlike_48k
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
-from streamer.server.runtime import build_runtime
 from tests.servers import serve_subprocess, start_app
 
 pytestmark = pytest.mark.realtime
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -16,17 +15,9 @@ from streamer.bench.peer import LoopbackPeer
 from streamer.bench.viewer import WhepError, WhepViewer
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channels import ChannelConfig
-from streamer.server.runtime import build_runtime
 from tests.servers import start_app
 
 pytestmark = pytest.mark.realtime
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 async def test_viewer_and_channel_limits_are_503_with_retry_after(runtime: Runtime) -> None:

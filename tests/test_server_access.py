@@ -31,7 +31,6 @@ from streamer.server.access import (
 )
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.auth_limit import FailureLimit
-from streamer.server.runtime import build_runtime
 from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,11 +89,6 @@ def test_refuses_an_exposed_address_without_a_token_before_loading_anything(
     assert "AVATAR_STREAMER_TOKEN" in done.stderr
     assert "Traceback" not in done.stderr
     assert time.monotonic() - started < 30  # refused before the model, avatars or microphone
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 async def serve(runtime: Runtime, config: ServerConfig) -> tuple[web.AppRunner, str]:

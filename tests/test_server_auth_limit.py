@@ -5,7 +5,6 @@ lock-out ends, X-Forwarded-For counts only when trusted, and page loads are neve
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,10 +15,8 @@ from streamer.server.access import AccessConfig
 from streamer.server.app import AUTH_LIMITER, Runtime, ServerConfig, create_app
 from streamer.server.auth_limit import AuthFailureLimiter, FailureLimit
 from streamer.server.clock import ManualClock
-from streamer.server.runtime import build_runtime
 from tests.servers import start_app
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-0123456789abcdef"
 WRONG = "wrong-token-0123456789abcdef"
 
@@ -112,11 +109,6 @@ def test_nonsense_limits_are_refused(bad: dict[str, float]) -> None:
 
 
 # --- over HTTP -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 class Served:

@@ -12,7 +12,6 @@ import json
 import logging
 import signal
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -20,10 +19,8 @@ from aiohttp.web_protocol import RequestHandler
 
 from streamer.server.app import Runtime, ServerConfig, create_app
 from streamer.server.protocol import JsonErrorAppRunner, JsonErrorRequestHandler
-from streamer.server.runtime import build_runtime
 from tests.servers import serve_subprocess, start_app
 
-REPO = Path(__file__).resolve().parents[1]
 HOST = b"Host: 127.0.0.1\r\n"
 
 # (name, bytes sent, expected status, expected code)
@@ -84,11 +81,6 @@ BAD_REQUESTS = [
         "bad_request",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 @pytest.fixture

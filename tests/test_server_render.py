@@ -11,7 +11,6 @@ import io
 import threading
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,10 +24,7 @@ from streamer.bench.signals import speechlike_48k
 from streamer.server.app import Runtime, ServerConfig, create_app
 from streamer.server.inference import PriorityExecutor
 from streamer.server.offline import RenderConfig
-from streamer.server.runtime import build_runtime
 from tests.servers import start_app
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def wav_bytes(seconds: float, rate_hz: int = 16_000) -> bytes:
@@ -94,11 +90,6 @@ def test_exceptions_reach_the_caller_and_cancelled_calls_never_run() -> None:
         failing.result(5)
     executor.shutdown()
     assert ran == []
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return build_runtime(REPO / "avatars")
 
 
 @pytest.fixture

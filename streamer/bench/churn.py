@@ -54,9 +54,12 @@ class Levels:
     rss_bytes: int
 
     @classmethod
-    def sample(cls) -> Levels:
+    def sample(cls, trim: bool = True) -> Levels:
+        """The process's counts now; RSS after ``malloc_trim(0)`` unless ``trim`` is False
+        (then it is what an operator's RSS graph shows)."""
         gc.collect()
-        _malloc_trim()
+        if trim:
+            _malloc_trim()
         with open("/proc/self/statm", encoding="ascii") as f:
             rss_pages = int(f.read().split()[1])
         return cls(
@@ -142,7 +145,7 @@ async def settle(http: aiohttp.ClientSession, url: str, timeout_s: float) -> Non
         await asyncio.sleep(0.1)
 
 
-async def churn(url: str, cycles: int, warmup_cycles: int) -> ChurnResult:
+async def churn(url: str, cycles: int, warmup_cycles: int, trim: bool = True) -> ChurnResult:
     """Run warm-up and measured cycles against the server at ``url`` in this process."""
     async with server_session() as http:  # sends AVATAR_STREAMER_TOKEN if set
         # Let the default executor grow to its bound now: it adds threads lazily, up to
@@ -153,18 +156,18 @@ async def churn(url: str, cycles: int, warmup_cycles: int) -> ChurnResult:
             await one_cycle(http, url, n)
         await settle(http, url, 30)
         await asyncio.sleep(0.5)  # let closed transports' callbacks run
-        baseline = Levels.sample()
+        baseline = Levels.sample(trim)
         setups = []
         started = time.monotonic()
         rss_series_mib = []
         for n in range(cycles):
             setups.append(await one_cycle(http, url, n))
             if (n + 1) % max(cycles // 10, 1) == 0:
-                rss_series_mib.append(round(Levels.sample().rss_bytes / 2**20, 1))
+                rss_series_mib.append(round(Levels.sample(trim).rss_bytes / 2**20, 1))
         seconds_per_cycle = (time.monotonic() - started) / max(cycles, 1)
         await settle(http, url, 30)
         await asyncio.sleep(0.5)
-        after = Levels.sample()
+        after = Levels.sample(trim)
     return ChurnResult(
         cycles=cycles,
         warmup_cycles=warmup_cycles,
@@ -181,6 +184,11 @@ def register(kinds: Any) -> None:
     p = kinds.add_parser("churn", help="connect/disconnect cycles: tasks, threads, fds, RSS")
     p.add_argument("--cycles", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=40, help="cycles before the baseline")
+    p.add_argument(
+        "--no-malloc-trim",
+        action="store_true",
+        help="read RSS as it is (what an RSS graph shows), not after malloc_trim(0); print only",
+    )
     p.add_argument("--no-record", action="store_true", help="print only")
     p.set_defaults(func=_run)
 
@@ -203,7 +211,7 @@ def report(r: ChurnResult) -> str:
     )
 
 
-async def _serve_and_churn(cycles: int, warmup: int) -> ChurnResult:
+async def _serve_and_churn(cycles: int, warmup: int, trim: bool) -> ChurnResult:
     from aiohttp import web
 
     from streamer.server.app import ServerConfig, create_app
@@ -215,16 +223,16 @@ async def _serve_and_churn(cycles: int, warmup: int) -> ChurnResult:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        return await churn(f"http://127.0.0.1:{runner.addresses[0][1]}", cycles, warmup)
+        return await churn(f"http://127.0.0.1:{runner.addresses[0][1]}", cycles, warmup, trim)
     finally:
         await runner.cleanup()
 
 
 def _run(args: argparse.Namespace) -> int:
-    result = asyncio.run(_serve_and_churn(args.cycles, args.warmup))
+    result = asyncio.run(_serve_and_churn(args.cycles, args.warmup, not args.no_malloc_trim))
     body = report(result)
     print(body)
-    if not args.no_record:
+    if not args.no_record and not args.no_malloc_trim:  # the recorded figures are trimmed
         intro = (
             "Server and client peers in one process (built-in model, default avatar, VP8); "
             f"the cycles rotate: {'; '.join(KINDS)}. Each waits for the first video frame. "
