@@ -165,10 +165,18 @@ async def test_finish_sends_each_sink_a_last_frame_at_rest_and_stops(executor) -
             _speak(s.pipeline, 0.04, T0_S + tick * PERIOD_S)
         await to_tick(clock, tick)
     assert all(s.delivered[-1][0].kind is JobKind.RENDER for s in sinks)  # mid-speech
-    await scheduler.finish(timeout_s=1.0)
+    stop_s = clock.now()
+    finishing = asyncio.create_task(scheduler.finish(timeout_s=1.0, frames=3))
+    await clock.advance(0)
+    assert all(len(s.delivered) == 9 for s in sinks)  # the first rest frame, at once
+    await clock.advance_to(stop_s + PERIOD_S)  # as the scheduler computes its deadlines
+    await clock.advance_to(stop_s + 2 * PERIOD_S)
+    await asyncio.wait_for(finishing, 1.0)
     for s in sinks:
         # The rest frame, sent as the next three frames (pts without a gap), with silence.
         assert [job.output_index for job, _, _ in s.delivered[-4:]] == [7, 8, 9, 10]
+        times = [t for _, _, t in s.delivered[-3:]]
+        assert np.diff(times) == pytest.approx([PERIOD_S, PERIOD_S])  # paced like ticks
         for job, image, _ in s.delivered[-3:]:
             assert job.kind is JobKind.IDLE
             assert job.strength == 0.0
@@ -189,7 +197,12 @@ async def test_finish_waits_for_the_last_frame_to_be_sent_but_not_forever(execut
     scheduler.add(stuck)
     scheduler.start()
     await to_tick(clock, 0)
-    finishing = asyncio.create_task(scheduler.finish(timeout_s=0.2))
+    stop_s = clock.now()
+    finishing = asyncio.create_task(scheduler.finish(timeout_s=0.2, frames=3))
+    await clock.advance(0)
+    await clock.advance_to(stop_s + PERIOD_S)
+    await clock.advance_to(stop_s + 2 * PERIOD_S)  # all three frames delivered
+    assert len(prompt.delivered) == 4
     await asyncio.sleep(0.05)
     assert not finishing.done()  # waiting for the frames to go out
     prompt.sent.set()

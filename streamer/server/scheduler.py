@@ -94,12 +94,15 @@ class FrameScheduler:
         task, self._task = self._task, None
         await cancel_and_wait(task)
 
-    async def finish(self, timeout_s: float, frames: int = 3) -> None:
-        """Stop ticking, send every sink its last ``frames`` frames, the avatar at rest, and
-        wait until they have gone out.
+    async def finish(self, timeout_s: float, frames: int = 5) -> None:
+        """Stop ticking, send every sink its last ``frames`` frames, the avatar at rest, one per
+        period, and wait until they have gone out.
 
-        Waits at most ``timeout_s`` for the frames to be sent (a peer that never connected
-        never takes its frame). The sinks stay registered: their owners close them after.
+        The rest frame goes out as the next ``frames`` pts: a video encoder codes a big change
+        coarsely first and refines it in the frames after, and a receiver's jitter buffer may
+        release a frame only when the next one starts (aiortc's does). Waits at most
+        ``timeout_s`` after the last for them to be sent (a peer that never connected never
+        takes its frames). The sinks stay registered: their owners close them after.
         """
         await self.aclose()
         sinks = list(self._sinks.values())
@@ -112,14 +115,13 @@ class FrameScheduler:
         except Exception:
             log.exception("rendering the last frames failed; ending without them")
             return
-        now_s = self._clock.now()
-        for sink, request, image in zip(sinks, requests, images, strict=True):
-            sink.deliver(request.job, image, now_s)
-            # The same frame again as the next ones: a video encoder codes a big change
-            # coarsely first and refines it in the frames after, and a receiver's jitter buffer
-            # may release a frame only when the next one starts (aiortc's does).
-            for _ in range(frames - 1):
-                sink.deliver(sink.pipeline.final_job(), image, now_s)
+        start_s = self._clock.now()
+        for k in range(frames):
+            if k:  # paced like the ticks: each frame is taken before the next is queued
+                await self._clock.sleep_until(start_s + k * self.period_s)
+            for sink, request, image in zip(sinks, requests, images, strict=True):
+                job = request.job if k == 0 else sink.pipeline.final_job()
+                sink.deliver(job, image, self._clock.now())
         drains = [asyncio.create_task(s.drain(), name=f"drain-{s.sink_id}") for s in sinks]
         _done, pending = await asyncio.wait(drains, timeout=timeout_s)
         for task in pending:
