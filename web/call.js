@@ -4,12 +4,6 @@
 const $ = (id) => document.getElementById(id);
 const state = { pc: null, leaveUrl: null, stream: null, statsTimer: null, last: null };
 
-// A server started with a token wants it on every call: open the page as /#token=... (the
-// fragment never leaves the browser) or /?token=...; it is sent as a bearer token.
-const token = new URLSearchParams(location.hash.slice(1)).get("token")
-  || new URLSearchParams(location.search).get("token");
-const auth = token ? { Authorization: `Bearer ${token}` } : {};
-
 function setStatus(text, cls) {
   $("status").textContent = text;
   $("status").className = `status ${cls}`;
@@ -26,30 +20,6 @@ async function listMics() {
       select.appendChild(opt);
     }
   } catch (e) { /* no device list: the default microphone still works */ }
-}
-
-// STUN/TURN servers the server hands out (TURN with short-lived credentials); none if it
-// has none, or is older than that endpoint.
-async function iceServers() {
-  try {
-    const response = await fetch("/ice-servers", { headers: auth });
-    if (response.ok) return (await response.json()).iceServers;
-  } catch (e) { /* fall through */ }
-  return [];
-}
-
-function waitForIceGathering(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const check = () => {
-      if (pc.iceGatheringState === "complete") {
-        pc.removeEventListener("icegatheringstatechange", check);
-        resolve();
-      }
-    };
-    pc.addEventListener("icegatheringstatechange", check);
-    setTimeout(resolve, 2000); // send what we have: host candidates come first
-  });
 }
 
 async function start() {
@@ -82,7 +52,7 @@ async function start() {
       else if (s === "failed" || s === "disconnected") setStatus(s, "failed");
     };
     await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc);
+    await iceGatheringComplete(pc);
     // With a channel name, the microphone drives that channel (its viewers see the avatar
     // speak) and this page watches it; otherwise it is a private call.
     const channel = $("channel").value.trim();

@@ -9,11 +9,6 @@ const channel = decodeURIComponent(location.pathname.split("/").filter(Boolean).
 const state = { status: "connecting", connects: 0, muted: null, error: "", framesDecoded: 0 };
 window.viewState = state; // for tests and the curious
 
-// A server that protects its viewers wants its token: /view/NAME#token=... (the fragment never
-// leaves the browser) or ?token=...; it is sent as a bearer token.
-const token = new URLSearchParams(location.hash.slice(1)).get("token") || params.get("token");
-const auth = token ? { Authorization: `Bearer ${token}` } : {};
-
 // ?bg=RRGGBB: a solid chroma-key colour behind the avatar (default: transparent).
 const bg = params.get("bg");
 if (bg && /^[0-9a-fA-F]{6}$/.test(bg)) {
@@ -23,26 +18,6 @@ if (bg && /^[0-9a-fA-F]{6}$/.test(bg)) {
 if (params.get("fit") === "cover") video.style.objectFit = "cover";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// STUN/TURN servers the server hands out (TURN with short-lived credentials); none if it
-// has none, or is older than that endpoint.
-async function iceServers() {
-  try {
-    const response = await fetch("/ice-servers", { headers: auth });
-    if (response.ok) return (await response.json()).iceServers;
-  } catch (e) { /* fall through */ }
-  return [];
-}
-
-function iceGatheringComplete(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    pc.addEventListener("icegatheringstatechange", () => {
-      if (pc.iceGatheringState === "complete") resolve();
-    });
-    setTimeout(resolve, 2000); // host candidates come first; send what we have
-  });
-}
 
 function unmuteOnGesture() {
   const unmute = () => {
