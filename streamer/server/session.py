@@ -95,9 +95,9 @@ class Session:
             except MediaStreamError:
                 log.info("session %s: input audio ended", self.session_id)
                 return
-            self.last_input_at_s = self._clock.now()
+            self.last_input_at_s = now_s = self._clock.now()
             try:
-                self._pipeline.push_audio(frame, self._clock.now())  # type: ignore[arg-type]
+                self._pipeline.push_audio(frame, now_s)  # type: ignore[arg-type]
             except AudioFormatError as exc:
                 log.warning("session %s: dropped an audio frame: %s", self.session_id, exc)
 
