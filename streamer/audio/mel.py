@@ -231,6 +231,16 @@ class MelExtractor:
     def window_start(self, frame_index: int) -> int:
         return window_start_column(frame_index, self.fps, self.frame_offset)
 
+    def samples_needed(self, frame_index: int) -> int:
+        """How many pushed samples complete frame ``frame_index``'s window.
+
+        Column ``t`` spans samples ``[200 t - 400, 200 t + 400)``, so ``c`` columns exist once
+        ``200 c + 200`` samples have arrived (and never before 401: the reflect padding of
+        column 0 needs samples 1..400).
+        """
+        columns = self.window_start(frame_index) + WINDOW_COLUMNS
+        return max(N_FFT // 2 + 1, HOP_SAMPLES * columns + (N_FFT // 2 - HOP_SAMPLES))
+
     def frames_ready(self) -> int:
         """Number of video frames (0, 1, ...) whose window is complete."""
         # window_start is non-decreasing in the frame index: find the first incomplete frame.
