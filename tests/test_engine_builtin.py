@@ -10,7 +10,12 @@ import pytest
 from streamer.audio.mel import SAMPLE_RATE_HZ, MelExtractor
 from streamer.crop import CropConvention
 from streamer.engine import EngineOptions, LipSyncEngine
-from streamer.engine.builtin import BUILTIN_FACE_SIZE_PX, build_builtin_model, builtin_model_bytes
+from streamer.engine.builtin import (
+    BUILTIN_FACE_SIZE_PX,
+    MEL_FRAME_OFFSET,
+    build_builtin_model,
+    builtin_model_bytes,
+)
 
 FPS = 25
 S = BUILTIN_FACE_SIZE_PX
@@ -51,7 +56,7 @@ def vowel(
 
 def windows(pcm: np.ndarray) -> np.ndarray:
     """Mel windows [N,80,16] of every complete video frame, as the real-time path reads them."""
-    mel = MelExtractor(fps=FPS, frame_offset=2)
+    mel = MelExtractor(fps=FPS, frame_offset=MEL_FRAME_OFFSET)
     mel.push(pcm)
     out = [mel.window(i) for i in range(mel.frames_ready())]
     return np.stack([w for w in out if w is not None])
@@ -69,7 +74,8 @@ def test_builtin_metadata(engine: LipSyncEngine) -> None:
     assert engine.info.name == "builtin"
     assert engine.info.source == "builtin"
     assert engine.info.crop is CropConvention.MOUTH
-    assert engine.info.mel_frame_offset == 2
+    # A short lookahead: the window ends 40 ms after the frame (Wav2Lip's reaches 120 ms).
+    assert engine.info.mel_frame_offset == 4
     assert engine.info.face_size_px == S
 
 
