@@ -72,6 +72,7 @@ async def test_call_page_decodes_25_fps_without_freezes(url: str, tmp_path: Path
         await asyncio.sleep(10.0)
         last = await page.evaluate(VIDEO_STATS)
         overlay = await page.evaluate("document.getElementById('stats').textContent")
+        playout = await page.evaluate("window.avatarPlayout")
         if UPDATE_IMAGES:
             await page.screenshot(REPO / "docs" / "images" / "call-page.png")
         else:
@@ -82,3 +83,9 @@ async def test_call_page_decodes_25_fps_without_freezes(url: str, tmp_path: Path
     assert last["freezeCount"] - first["freezeCount"] == 0
     assert last["frameWidth"] == 512
     assert "fps" in overlay
+    # The server's playout buffer, as the overlay shows it (GET /sessions/{id}).
+    assert "server delay" in overlay
+    assert "target" in overlay
+    assert playout["adaptive"] is True
+    assert 20 <= playout["target_delay_ms"] <= 400
+    assert playout["dropped_speech_frames"] == 0

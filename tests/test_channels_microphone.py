@@ -10,6 +10,7 @@ import threading
 import time
 
 import aiohttp
+import av
 import numpy as np
 import pytest
 from aiohttp import web
@@ -96,9 +97,16 @@ async def test_microphone_drives_a_channel_through_the_seam(runtime: Runtime) ->
             with pytest.raises(ChannelClientError, match="409"):
                 await ChannelClient.connect(url, "desk", http=http)
             await asyncio.sleep(clip.shape[0] / 48_000 + 0.8)
-            # Real time in, real time out: the live queue never grew past its trim.
-            assert channel.queued_s <= channel.config.playout.live_max_queued_s
+            # Real time in, real time out, through the playout buffer: nothing dropped or
+            # concealed, and the delay stayed near its target.
+            playout = channel.pipeline.snapshot()
+            assert channel.pipeline.live
+            assert playout.stats.dropped_input_frames == 0
+            assert playout.stats.concealed == 0
+            assert playout.playout_delay_s is not None
+            assert playout.playout_delay_s <= playout.target_delay_s + 0.06
             await driver.aclose()
+            assert not channel.pipeline.live  # back to its queue
             assert channel.driver is None
             await viewer.aclose(http)
     finally:
@@ -117,6 +125,7 @@ class CountingChannel:
 
     def __init__(self) -> None:
         self.pushed = 0
+        self.pts: list[int] = []
         self.driver = None
 
     def claim(self, kind: str, listener: object) -> object:
@@ -128,9 +137,9 @@ class CountingChannel:
 
         return Claim()
 
-    def push_live(self, samples: np.ndarray) -> int:
+    def push_live(self, frame: av.AudioFrame) -> None:
         self.pushed += 1
-        return 1
+        self.pts.append(int(frame.pts or 0))
 
 
 async def test_a_stalled_event_loop_drops_microphone_blocks_instead_of_piling_them_up() -> None:
@@ -150,6 +159,13 @@ async def test_a_stalled_event_loop_drops_microphone_blocks_instead_of_piling_th
     await asyncio.sleep(0.05)
     assert channel.pushed == driver.blocks_pushed
     assert driver.blocks_pushed + driver.blocks_dropped >= 10
+    # Each block carries its place on the card's clock: dropped ones leave a gap in the pts
+    # (the playout buffer fills it), so later audio keeps its time.
+    assert channel.pts == sorted(channel.pts)
+    driver._on_block_in_capture_thread(np.zeros(960, np.float32))
+    await asyncio.sleep(0.05)
+    total = driver.blocks_pushed + driver.blocks_dropped
+    assert channel.pts[-1] == (total - 1) * 960
 
 
 def test_list_devices_prints_inputs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -204,7 +220,8 @@ async def test_live_attaches_the_microphone_for_the_app_lifetime(
         assert "OBS Browser Source: http://127.0.0.1:8080/view/stage" in out
         assert "WHEP: http://127.0.0.1:8080/channels/stage/whep" in out
         await asyncio.sleep(0.3)
-        assert channel.pipeline.playout.stats.samples_pushed > 0
+        assert channel.pipeline.live
+        assert channel.pipeline.input_samples > 0
         assert source._thread is not None
         assert source._thread.is_alive()
     finally:

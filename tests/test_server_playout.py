@@ -14,6 +14,7 @@ from streamer.server.playout import (
     PlayoutQueue,
 )
 from tests.audio_signals import speechlike
+from tests.playout_sim import jittered, run, send_times
 
 PERIOD_S = 0.04
 SPF = 640  # 16 kHz samples per 40 ms frame
@@ -53,15 +54,27 @@ def test_queue_refuses_beyond_its_bound_and_keeps_what_it_had() -> None:
     assert q.queued_s == pytest.approx(1.0)
 
 
-def test_live_push_trims_the_oldest_and_counts_it() -> None:
-    q = PlayoutQueue(PlayoutConfig(live_max_queued_s=0.1))  # 1600 samples
-    for k in range(5):
-        q.push_live(np.full(640, k, np.float32))
-    assert q.queued_samples == 1600
-    assert q.stats.live_samples_dropped == 5 * 640 - 1600
-    out, _ = q.take(1600)
-    assert out[-1] == 4
-    assert out[0] == 2
+def test_a_live_driver_goes_through_the_playout_buffer_and_the_queue_resumes_after() -> None:
+    clip = speechlike(12.0)
+    p = ChannelPipeline(avatar_frame_count=1)
+    p.set_live(True)
+    assert p.adaptive
+    arrivals = jittered(send_times(400), 0.03, np.random.default_rng(0))  # 8 s, 0-30 ms
+    result = run(p, clip, arrivals, extra_s=0.0)
+    played = [j.input_frame for j in result.jobs if j.input_frame is not None]
+    assert played == list(range(played[0], played[-1] + 1))
+    assert p.stats.dropped_input_frames == 0
+    assert p.playout.stats.samples_played == 0  # the queue is not read while live
+    p.set_live(False)
+    assert not p.adaptive
+    assert p.target_delay_s == 0.0
+    p.playout.push(np.ones(640 * 10, np.float32) * 0.5)
+    p.playout.end_segment()
+    jobs = [p.next_job(arrivals[-1] + 0.04 * (k + 1)) for k in range(60)]
+    assert p.playout.stats.samples_played == 640 * 10  # queued audio plays again, at the tick
+    assert any(e.kind == "playback_finished" for e in p.take_events())
+    late = [j for j in jobs[-20:] if j.playout_delay_s is not None and j.playout_delay_s > 0.01]
+    assert late == []  # the live level was shed: queued frames play at their own tick
 
 
 def test_prebuffer_waits_for_a_cushion_unless_the_segment_is_complete() -> None:

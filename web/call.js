@@ -2,7 +2,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { pc: null, leaveUrl: null, stream: null, statsTimer: null, last: null };
+const state = {
+  pc: null, leaveUrl: null, stateUrl: null, stream: null, statsTimer: null, last: null,
+};
 
 function setStatus(text, cls) {
   $("status").textContent = text;
@@ -67,6 +69,8 @@ async function start() {
     const body = await response.json();
     if (!response.ok) throw new Error(body.message || body.error || response.statusText);
     state.leaveUrl = channel ? body.leave_url : `/sessions/${body.session_id}`;
+    // The server's playout buffer for this microphone: the call, or the channel it drives.
+    state.stateUrl = channel ? `/channels/${encodeURIComponent(channel)}` : state.leaveUrl;
     await pc.setRemoteDescription({ sdp: body.sdp, type: body.type });
     $("stop").disabled = false;
     state.statsTimer = setInterval(showStats, 1000);
@@ -84,7 +88,7 @@ async function stop() {
   }
   if (state.pc) state.pc.close();
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
-  Object.assign(state, { pc: null, leaveUrl: null, stream: null, last: null });
+  Object.assign(state, { pc: null, leaveUrl: null, stateUrl: null, stream: null, last: null });
   $("stats").textContent = "";
   $("start").disabled = false;
   $("stop").disabled = true;
@@ -101,9 +105,32 @@ async function collectStats(pc) {
   return out;
 }
 
+// What the server's playout buffer is doing with this microphone's audio (see /metrics).
+async function serverPlayout() {
+  try {
+    const response = await fetch(state.stateUrl, { headers: auth });
+    return response.ok ? (await response.json()).playout : null;
+  } catch (e) {
+    return null;
+  }
+}
+
+function playoutLines(p) {
+  if (!p) return [];
+  const peaks = p.recent_peak_delays_ms;
+  const worst = peaks.length ? Math.max(...peaks).toFixed(0) : "-";
+  const delay = p.playout_delay_ms === null ? "-" : p.playout_delay_ms.toFixed(0);
+  return [
+    `server delay ${delay} ms  target ${p.target_delay_ms.toFixed(0)} ms`,
+    `  late audio, worst of 10 s: ${worst} ms`,
+    `  concealed ${p.concealed_frames}  +${p.inserted_frames}/-${p.skipped_frames} in pauses`,
+    `  dropped ${p.dropped_frames} (speech ${p.dropped_speech_frames})  lost ${p.gap_ms_filled} ms`,
+  ];
+}
+
 async function showStats() {
   if (!state.pc) return;
-  const s = await collectStats(state.pc);
+  const [s, playout] = await Promise.all([collectStats(state.pc), serverPlayout()]);
   const v = s.video || {};
   const jb = v.jitterBufferEmittedCount ? (1000 * v.jitterBufferDelay / v.jitterBufferEmittedCount) : 0;
   const rtt = s.pair && s.pair.currentRoundTripTime !== undefined ? s.pair.currentRoundTripTime * 1000 : NaN;
@@ -113,8 +140,10 @@ async function showStats() {
     `freezes ${v.freezeCount ?? 0}`,
     `jitter buffer ${jb.toFixed(0)} ms`,
     `rtt ${Number.isNaN(rtt) ? "-" : rtt.toFixed(0) + " ms"}`,
+    ...playoutLines(playout),
   ].join("\n");
   window.avatarStats = s; // for tests and the curious
+  window.avatarPlayout = playout;
 }
 
 $("hear").addEventListener("change", () => { $("video").muted = !$("hear").checked; });

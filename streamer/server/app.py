@@ -41,6 +41,7 @@ from streamer.server.inference import PriorityExecutor
 from streamer.server.metrics import Metrics
 from streamer.server.openapi import get_openapi
 from streamer.server.pipeline import PipelineConfig, SessionPipeline
+from streamer.server.receive import install_passthrough
 from streamer.server.render import Renderer
 from streamer.server.scheduler import FrameScheduler
 from streamer.server.session import Session
@@ -246,7 +247,8 @@ class Server:
         pipeline = SessionPipeline(frame_count, cfg.pipeline)
         pipeline.set_mel_frame_offset(self.runtime.mel_frame_offset)
         session = Session(session_id, pc, avatar, pipeline, self.clock, self._session_closed)
-        pc.addTransceiver(session.audio, direction="sendrecv")
+        # The session's playout buffer does all the waiting: aiortc's is bypassed.
+        install_passthrough(pc.addTransceiver(session.audio, direction="sendrecv"))
         video = pc.addTransceiver(session.video, direction="sendonly")
         codecs = [
             c
@@ -349,6 +351,22 @@ async def post_offer(request: web.Request) -> web.Response:
     )
 
 
+async def get_session(request: web.Request) -> web.Response:
+    """A call's state: its connection and its playout buffer (the call page's overlay)."""
+    server = request.app[SERVER]
+    session = server.sessions.get(request.match_info["session_id"])
+    if session is None:
+        raise HttpError(404, "session_not_found", "No such session.")
+    return web.json_response(
+        {
+            "session_id": session.session_id,
+            "avatar": session.avatar,
+            "connection": session.pc.connectionState,
+            "playout": session.pipeline.snapshot().as_json(),
+        }
+    )
+
+
 async def delete_session(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     session = server.sessions.get(request.match_info["session_id"])
@@ -438,6 +456,7 @@ def create_app(
     app.router.add_get("/openapi.json", get_openapi)
     app.router.add_get("/ice-servers", ice_servers_handler(config.ice_servers, config.turn))
     app.router.add_post("/offer", post_offer)
+    app.router.add_get("/sessions/{session_id}", get_session)
     app.router.add_delete("/sessions/{session_id}", delete_session)
     # Offline renders (POST /render, GET /render/{id}); that module imports this one.
     from streamer.server.offline import add_routes as add_render_routes

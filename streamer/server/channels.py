@@ -33,12 +33,12 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
-from streamer.audio.ingest import AudioIngest
 from streamer.errors import AudioFormatError, StreamerError
 from streamer.server.clock import Clock
 from streamer.server.ice import TurnConfig, new_server_peer
-from streamer.server.pipeline import INPUT_RATE_HZ, FrameJob, OutputAudio, PipelineConfig
+from streamer.server.pipeline import FrameJob, OutputAudio, PipelineConfig
 from streamer.server.playout import ChannelPipeline, PlaybackEvent, PlayoutConfig
+from streamer.server.receive import install_passthrough
 from streamer.server.render import Renderer
 from streamer.server.scheduler import FrameScheduler
 from streamer.server.tasks import cancel_and_wait
@@ -55,6 +55,10 @@ U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
 
 CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# Drivers whose audio arrives in real time with its own clock: they go through the adaptive
+# playout buffer instead of the queue.
+LIVE_DRIVERS = frozenset({"mic", "call"})
 
 
 class ChannelError(StreamerError):
@@ -198,19 +202,16 @@ class Viewer:
             )
 
     async def _ingest(self, track: MediaStreamTrack) -> None:
-        # Drain always: aiortc's receive queue is unbounded. The channel's live queue trims.
-        ingest = AudioIngest(INPUT_RATE_HZ)
+        # Drain always: aiortc's receive queue is unbounded. The playout buffer paces.
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
             try:
-                chunk = ingest.push(frame)  # type: ignore[arg-type]
+                self.channel.push_live(frame)  # type: ignore[arg-type]
             except AudioFormatError as exc:
                 log.warning("channel %s: dropped a published frame: %s", self.channel.name, exc)
-                continue
-            self.channel.push_live(chunk.samples)
 
     def close_soon(self) -> None:
         if self._closing is None:
@@ -347,6 +348,7 @@ class Channel:
             )
         self.driver = DriverClaim(self, kind, on_revoke)
         self._listener = listener
+        self._pipeline.set_live(kind in LIVE_DRIVERS)
         log.info("channel %s: %s driver connected", self.name, kind)
         return self.driver
 
@@ -354,14 +356,17 @@ class Channel:
         if self.driver is claim:
             self.driver = None
             self._listener = None
+            self._pipeline.set_live(False)
             log.info("channel %s: %s driver left", self.name, claim.kind)
 
     def push(self, samples_16k: F32) -> int:
         """Queue a driver's audio; raises AudioQueueFullError beyond the bound."""
         return self._pipeline.playout.push(samples_16k)
 
-    def push_live(self, samples_16k: F32) -> int:
-        return self._pipeline.playout.push_live(samples_16k)
+    def push_live(self, frame: av.AudioFrame) -> None:
+        """A live driver's audio frame, as it arrives (placed by its pts; raises
+        AudioFormatError for audio that cannot be converted)."""
+        self._pipeline.push_audio(frame, self._clock.now())
 
     def end_segment(self) -> int | None:
         return self._pipeline.playout.end_segment()
@@ -405,6 +410,7 @@ class Channel:
             "driver": self.driver.kind if self.driver else None,
             "queued_s": round(self.queued_s, 3),
             "frames": self.frames_produced,
+            "playout": self._pipeline.snapshot().as_json(),
         }
 
 
@@ -560,8 +566,11 @@ class ChannelRegistry:
         viewer.publishing = publish
         # Answer what was offered: players may ask for video only (an unanswerable audio
         # transceiver would fail the negotiation).
-        if publish or "m=audio" in offer.sdp:
-            pc.addTransceiver(viewer.audio, direction="sendrecv" if publish else "sendonly")
+        if publish:
+            # The channel's playout buffer does all the waiting: aiortc's is bypassed.
+            install_passthrough(pc.addTransceiver(viewer.audio, direction="sendrecv"))
+        elif "m=audio" in offer.sdp:
+            pc.addTransceiver(viewer.audio, direction="sendonly")
         prefer_video_codec(pc.addTransceiver(viewer.video, direction="sendonly"), self._video_codec)
 
         @pc.on("track")

@@ -21,7 +21,9 @@ _LATENCY_BUCKETS_S = (
     0.5,
     1.0,
 )
-_MIC_TO_LIPS_BUCKETS_S = (0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25, 0.3, 0.4, 0.6)
+_MIC_TO_LIPS_BUCKETS_S = (0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25, 0.3, 0.4, 0.6)
+# 10 ms steps up to 200 ms (the estimator's buckets), then coarser to the 400 ms maximum.
+_PLAYOUT_BUCKETS_S = (*(k / 100 for k in range(0, 21)), 0.25, 0.3, 0.35, 0.4, 0.5, 1.0)
 
 
 class Metrics:
@@ -33,18 +35,59 @@ class Metrics:
         )
         self.frames = Counter("avatar_frames_total", "Frames produced", ["kind"], registry=r)
         self.dropped = Counter(
-            "avatar_input_frames_dropped_total", "Input frames skipped to re-anchor", registry=r
+            "avatar_input_frames_dropped_total",
+            "Input frames dropped for arriving later than the maximum playout delay",
+            registry=r,
         )
         self.late_ticks = Counter(
             "avatar_ticks_late_total", "Scheduler ticks missed (dropped, re-anchored)", registry=r
         )
         self.underruns = Counter(
-            "avatar_audio_underruns_total", "Ticks with no complete audio window", registry=r
+            "avatar_audio_underruns_total",
+            "Ticks whose next audio window was not complete (in speech or in a pause)",
+            registry=r,
         )
         self.frame_latency = Histogram(
             "avatar_frame_latency_seconds",
-            "From a frame's audio window completing to the frame handed to its track",
+            "From the tick that plays a frame (its deadline) to the frame handed to its track: "
+            "the per-frame processing latency (the wait before it is the playout delay)",
             buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        # The playout buffer (live sources): what it aims at, what it did, what it measured.
+        self.playout_target = Gauge(
+            "avatar_playout_target_delay_seconds",
+            "Current target playout delay of each live sink (a call, or a channel's live driver)",
+            ["sink"],
+            registry=r,
+        )
+        self.playout_delay = Histogram(
+            "avatar_playout_delay_seconds",
+            "How long after the fastest recent path each frame played from input was played",
+            buckets=_PLAYOUT_BUCKETS_S,
+            registry=r,
+        )
+        self.relative_delay = Histogram(
+            "avatar_playout_relative_delay_seconds",
+            "How late each played frame's audio arrived against the fastest recent audio "
+            "(the target's quantile input)",
+            buckets=_PLAYOUT_BUCKETS_S,
+            registry=r,
+        )
+        self.concealed = Counter(
+            "avatar_playout_concealed_frames_total",
+            "Ticks whose audio came late during speech: image held, audio concealed",
+            registry=r,
+        )
+        self.level_changes = Counter(
+            "avatar_playout_level_changes_total",
+            "Playout delay moved by one frame in a pause (insert: +1, skip: -1)",
+            ["change"],
+            registry=r,
+        )
+        self.speech_dropped = Counter(
+            "avatar_speech_frames_dropped_total",
+            "Input frames with speech dropped for arriving later than the maximum delay",
             registry=r,
         )
         self.mic_to_lips = Histogram(
@@ -81,6 +124,11 @@ class Metrics:
         self.asyncio_tasks = Gauge(
             "avatar_asyncio_tasks", "asyncio tasks alive in the serving loop", registry=r
         )
+
+    def forget_sink(self, sink_id: str) -> None:
+        """Drop a sink's labelled series (it has gone)."""
+        with contextlib.suppress(KeyError):
+            self.playout_target.remove(sink_id)
 
     def render(self) -> bytes:
         """Prometheus text; call on the event loop (it counts that loop's tasks)."""

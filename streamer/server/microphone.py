@@ -4,13 +4,15 @@
 PortAudio library, Debian package ``libportaudio2``); tests pass a fake. An
 :class:`AudioInput` calls its callback from PortAudio's own thread; :class:`MicrophoneDriver`
 moves each block onto the event loop (bounded: beyond ``max_pending_blocks`` waiting, blocks
-are dropped and counted) and pushes it into the channel's live queue, which trims to a fixed
-latency (the sound card's clock is not the server's).
+are dropped and counted) and hands it to the channel stamped with its place on the sound
+card's own sample clock, so the channel's playout buffer absorbs the card's drift against the
+server's clock and a dropped block becomes a filled gap, exactly as a call's lost packet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fractions
 import logging
 import threading
 from collections.abc import Callable
@@ -20,9 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio.ingest import AudioIngest, pcm_to_frame
+from streamer.audio.ingest import pcm_to_frame
 from streamer.errors import StreamerError
-from streamer.server.pipeline import INPUT_RATE_HZ
 
 if TYPE_CHECKING:  # aiortc loads only when serving (keeps the command line quick)
     from streamer.server.channels import Channel, DriverClaim
@@ -173,8 +174,8 @@ class MicrophoneDriver:
         self.channel = channel
         self.source = source
         self._loop = loop
-        self._ingest = AudioIngest(INPUT_RATE_HZ)
         self._claim: DriverClaim | None = None
+        self._captured_samples = 0  # on the card's clock, dropped blocks included
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._max_pending = max_pending_blocks
@@ -191,19 +192,24 @@ class MicrophoneDriver:
 
     def _on_block_in_capture_thread(self, block: F32) -> None:
         with self._pending_lock:
+            start = self._captured_samples
+            self._captured_samples += block.shape[0]
             if self._pending >= self._max_pending:
                 self.blocks_dropped += 1  # the event loop is stalled: drop, never pile up
                 return
             self._pending += 1
-        self._loop.call_soon_threadsafe(self._on_block, block)
+        self._loop.call_soon_threadsafe(self._on_block, block, start)
 
-    def _on_block(self, block: F32) -> None:
+    def _on_block(self, block: F32, start_sample: int) -> None:
         with self._pending_lock:
             self._pending -= 1
         if self._claim is None or self._claim.released:
             return
-        chunk = self._ingest.push(pcm_to_frame(block, self.source.sample_rate_hz))
-        self.channel.push_live(chunk.samples)
+        rate_hz = self.source.sample_rate_hz
+        frame = pcm_to_frame(block, rate_hz)
+        frame.pts = start_sample
+        frame.time_base = fractions.Fraction(1, rate_hz)
+        self.channel.push_live(frame)
         self.blocks_pushed += 1
 
     async def aclose(self) -> None:

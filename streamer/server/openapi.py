@@ -181,12 +181,19 @@ def describe_api() -> dict[str, Any]:
             )
         },
         "/sessions/{session_id}": {
+            "get": _op(
+                "A call's connection and playout buffer (target delay, its inputs, concealment, "
+                "level changes, drops)",
+                c,
+                {"200": _json(_OBJECT, "The call"), **_errors(401, 404)},
+                parameters=[_id("session_id", "From the offer's answer")],
+            ),
             "delete": _op(
                 "End a call",
                 c,
                 {"200": _json(_OBJECT, "Ended"), **_errors(401, 404)},
                 parameters=[_id("session_id", "From the offer's answer")],
-            )
+            ),
         },
         "/channels": {
             "get": _op(

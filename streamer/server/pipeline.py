@@ -5,14 +5,25 @@ The asyncio shell calls :meth:`SessionPipeline.push_audio` for every incoming au
 one process clock), so every decision here is testable without a clock.
 
 Time lines. Input frame ``i`` is the 40 ms of received audio starting at 16 kHz sample
-``640 i``; its mel window is complete about 133 ms later (the 120 ms lookahead of Wav2Lip's
-training alignment plus half an STFT window). Output frame ``n`` is the n-th frame sent
-(video pts ``n * 3600`` at 90 kHz, audio pts ``n * 1920`` at 48 kHz). Each tick, the oldest
-ready input frame is rendered and its own audio is released with it, so lips and sound leave
-together and the returned audio is the input delayed by exactly the lookahead (plus the wait
-for the tick). When the input runs ahead of the ticks (a late packet, a stall, a faster input
-clock) the pipeline drops input frames and re-anchors on the newest (counted); when it runs
-dry it holds the last frame and sends silence (an underrun, counted). It never bursts.
+``640 i``; the input's sample index is the sender's media time (a lost packet is filled with
+concealment of equal length, so later audio keeps its place). Frame ``i``'s mel window is
+complete once ``samples_needed(i)`` samples are in: about 130 ms after the frame's start for
+Wav2Lip's alignment, about 50 ms for the built-in model's. Output frame ``n`` is the n-th frame
+sent (video pts ``n * 3600`` at 90 kHz, audio pts ``n * 1920`` at 48 kHz); each tick renders one
+input frame and releases that frame's own audio with it, so lips and sound leave together.
+
+Playout. How late each frame's audio completes, against its own media time, feeds a
+:class:`~streamer.audio.jitter.DelayEstimator`; a frame's *playout delay* at a tick is how long
+after the fastest recent path it is played. The pipeline keeps that delay at the estimator's
+target, moving it only where nobody can see or hear it: in a pause of the caller's speech
+(:class:`~streamer.audio.pause.PauseDetector`: at least ``pause_before_s`` of audio at the noise
+floor up to the frame and through its window), it inserts a silent frame with the picture
+unchanged (delay +40 ms) or skips a silent input frame (delay -40 ms). A frame not
+ready at its tick is an underrun: with the mouth moving the last image is held and the audio
+concealed (a faded, mirrored repeat), the mouth fading to rest if it lasts; the late audio is
+played when it comes, never thrown away. Only audio later than the maximum delay is dropped,
+counted (and counted again when it was speech). Sender clock drift moves the delay slowly and
+is absorbed by the same steps.
 """
 
 from __future__ import annotations
@@ -20,14 +31,17 @@ from __future__ import annotations
 import collections
 import enum
 import fractions
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import av
 import numpy as np
 import numpy.typing as npt
 
+from streamer.audio.conceal import fade_in, fade_out_continuation
 from streamer.audio.ingest import AudioIngest
+from streamer.audio.jitter import DelayEstimator, JitterConfig, JitterSnapshot
 from streamer.audio.mel import MelExtractor
+from streamer.audio.pause import PauseDetector
 from streamer.audio.ring import SampleRing
 from streamer.errors import AudioGoneError
 
@@ -41,20 +55,31 @@ OUTPUT_RATE_HZ = 48_000
 class PipelineConfig:
     fps: int = 25
     ring_s: float = 10.0
-    # More ready input frames than this at a tick: drop to the newest one (re-anchor). With 1,
-    # a frame whose audio came late (jitter; the tick before held the last image and sent
-    # silence in its place) is skipped, so no frame waits more than one tick for its turn.
-    max_backlog_frames: int = 1
     # A window is speech when the loudest column's mean feature exceeds this ([-4, 4] scale;
     # -4 is digital silence, quiet room noise sits near -3.3, speech above -2).
     speech_threshold: float = -2.6
     # Frames over which the generated mouth fades in and out (no pop at speech edges).
     blend_frames: int = 3
-    # Target wait between a window's completion and the tick that renders it. Outside it,
-    # 20 ms of silence is inserted into the input to move completions to the other packet
-    # phase (audio arrives in 20 ms packets, ticks come every 40 ms).
-    wait_band_s: tuple[float, float] = (0.004, 0.026)
-    align_every_frames: int = 25
+    # The adaptive playout delay (live sources); bounds and statistics.
+    jitter: JitterConfig = field(default_factory=JitterConfig)
+    # Frames are skipped (in silence) once the delay is a frame period plus this above target:
+    # a band wider than one step, so a skip never calls for an insert next (no churn).
+    skip_hysteresis_s: float = 0.01
+    # A ready frame is played unless its delay is this much below the target (a tick's own
+    # lateness varies by a few milliseconds; an insert for that would be churn).
+    insert_tolerance_s: float = 0.005
+    # A level change needs this much quiet audio before the frame it happens at (and all the
+    # audio after it up to the frame's window): a pause, not the closure before a consonant.
+    pause_before_s: float = 0.12
+    # Underrun ticks during speech that repeat the last image before the mouth fades to rest.
+    hold_frames: int = 2
+    # Concealment of a late tick's audio fades out over this; real audio after a gap or a
+    # concealment fades in over the second.
+    conceal_fade_s: float = 0.03
+    resume_fade_s: float = 0.0025
+    # A gap in a live source's media time up to this is filled (a lost packet, DTX); a longer
+    # one, or time going backwards, is a new start (the delay statistics start over).
+    max_gap_fill_s: float = 2.0
 
     @property
     def samples_per_frame(self) -> int:
@@ -64,6 +89,10 @@ class PipelineConfig:
     def output_samples_per_frame(self) -> int:
         return OUTPUT_RATE_HZ // self.fps
 
+    @property
+    def frame_period_s(self) -> float:
+        return 1.0 / self.fps
+
 
 class JobKind(enum.Enum):
     RENDER = "render"  # run the model on `window`, paste with `strength`
@@ -71,19 +100,29 @@ class JobKind(enum.Enum):
     HOLD = "hold"  # repeat the previous output image (speech underrun)
 
 
+class LevelChange(enum.Enum):
+    INSERT = "insert"  # an idle silent frame in place of input: playout delay +1 frame
+    SKIP = "skip"  # a silent input frame never played: playout delay -1 frame
+
+
 @dataclass(frozen=True)
 class FrameJob:
     kind: JobKind
     output_index: int  # n: video pts = n * 3600
     avatar_frame: int  # index into the avatar's frames
-    input_frame: int | None  # the input frame rendered, None for idle/hold
-    window: F32 | None  # [80, 16] mel window, for RENDER
-    strength: float  # blend of the generated mouth, [0, 1]
     audio_16k: F32  # the audio released with this frame, 640 samples
-    ready_at_s: float | None  # when the input frame's window completed
-    heard_at_s: float | None  # when the input frame's own first sample arrived
-    underrun: bool = False  # audio had started but no window was complete this tick
-    dropped: int = 0  # input frames skipped at this tick to re-anchor
+    input_frame: int | None = None  # the input frame rendered (or shown at rest)
+    window: F32 | None = None  # [80, 16] mel window, for RENDER
+    strength: float = 0.0  # blend of the generated mouth, [0, 1]
+    ready_at_s: float | None = None  # when the input frame's window completed
+    heard_at_s: float | None = None  # when the input frame's own first sample arrived
+    playout_delay_s: float | None = None  # how long after the fastest recent path it plays
+    relative_delay_s: float | None = None  # how late its audio came, against the fastest
+    underrun: bool = False  # audio had started but the next window was not complete
+    concealed: bool = False  # `audio_16k` is concealment (an underrun during speech)
+    level_change: LevelChange | None = None
+    dropped: int = 0  # input frames dropped at this tick (later than the maximum delay)
+    speech_dropped: int = 0  # ... of which speech
 
 
 @dataclass
@@ -93,31 +132,101 @@ class PipelineStats:
     idle: int = 0
     held: int = 0
     underruns: int = 0
+    concealed: int = 0
+    inserted: int = 0
+    skipped: int = 0
     dropped_input_frames: int = 0
-    realignments: int = 0
+    dropped_speech_frames: int = 0
+    gaps_filled: int = 0
+    gap_samples_filled: int = 0
+    restarts: int = 0  # media time jumped: statistics started over
     samples_in: int = 0
-    waits_s: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=50))
+
+
+@dataclass(frozen=True)
+class PlayoutSnapshot:
+    """A session's playout state, for reports (/metrics, the call page's overlay)."""
+
+    adaptive: bool
+    target_delay_s: float
+    playout_delay_s: float | None  # of the last frame played from input
+    jitter: JitterSnapshot
+    stats: PipelineStats
+
+    def as_json(self) -> dict[str, object]:
+        s = self.stats
+        return {
+            "adaptive": self.adaptive,
+            "target_delay_ms": round(self.target_delay_s * 1e3, 1),
+            "playout_delay_ms": (
+                None if self.playout_delay_s is None else round(self.playout_delay_s * 1e3, 1)
+            ),
+            "quantile": self.jitter.quantile,
+            "recent_peak_delays_ms": [round(p * 1e3, 1) for p in self.jitter.recent_peaks_s],
+            "late_units": self.jitter.late_units,
+            "frames": s.frames,
+            "underruns": s.underruns,
+            "concealed_frames": s.concealed,
+            "inserted_frames": s.inserted,
+            "skipped_frames": s.skipped,
+            "dropped_frames": s.dropped_input_frames,
+            "dropped_speech_frames": s.dropped_speech_frames,
+            "gaps_filled": s.gaps_filled,
+            "gap_ms_filled": round(s.gap_samples_filled / INPUT_RATE_HZ * 1e3, 1),
+            "restarts": s.restarts,
+        }
+
+
+@dataclass(frozen=True)
+class _Completion:
+    """Input frame ``frame``'s window completed at ``at_s``, with the audio ending at input
+    sample ``media_end`` (``relative_s``: how late that audio was; None for concealment)."""
+
+    frame: int
+    at_s: float
+    media_end: int
+    relative_s: float | None
 
 
 class SessionPipeline:
-    """Per-session audio state and frame decisions. Synchronous; one owner."""
+    """Per-session audio state and frame decisions. Synchronous; one owner.
 
-    def __init__(self, avatar_frame_count: int, config: PipelineConfig | None = None) -> None:
+    ``adaptive`` (live sources: a call, a publishing page, a microphone) keeps the playout
+    delay at the estimator's target; otherwise (audio pushed at the tick itself, a channel's
+    queue) the target is zero: each frame plays at the tick its window completes.
+    """
+
+    def __init__(
+        self,
+        avatar_frame_count: int,
+        config: PipelineConfig | None = None,
+        *,
+        adaptive: bool = True,
+    ) -> None:
         self.config = config or PipelineConfig()
         cfg = self.config
         self._avatar_frames = avatar_frame_count
+        self._adaptive = adaptive
         self._ingest = AudioIngest(INPUT_RATE_HZ)
         self._ring = SampleRing(int(cfg.ring_s * INPUT_RATE_HZ))
         self._mel = MelExtractor(fps=cfg.fps, capacity_s=cfg.ring_s)
-        self._next_input = 0  # the next input frame to render
+        self._timing = DelayEstimator(cfg.jitter)
+        self._pauses = PauseDetector(capacity_blocks=round(cfg.ring_s * 50))
+        self._next_input = 0  # the next input frame to play
         self._output_index = 0
         self._strength = 0.0
-        self._started = False
-        self._pad_pending = False
+        self._playing = False  # a frame has been played from input
         # Input frames before this one are rendered at rest (see `interrupt`).
         self._rest_before_input = 0
-        # (frame index, completion time) of recent windows; bounded to a few seconds.
-        self._ready_at: collections.deque[tuple[int, float]] = collections.deque(maxlen=256)
+        # Media time (s) where the next live frame should start; None before the first.
+        self._media_next_s: float | None = None
+        self._resume_fade = False  # fade in the next real audio (after a gap or concealment)
+        self._last_audio: F32 = np.zeros(cfg.samples_per_frame, np.float32)
+        self._last_window: F32 | None = None
+        self._underrun_ticks = 0  # consecutive underrun ticks during speech
+        self._last_playout_delay_s: float | None = None
+        # How recent windows completed, oldest first, consecutive frames; ~10 s of them.
+        self._completions: collections.deque[_Completion] = collections.deque(maxlen=256)
         # (end sample index, arrival time) of recent pushes; bounded to ~12 s of packets.
         self._heard_at: collections.deque[tuple[int, float]] = collections.deque(maxlen=600)
         self.stats = PipelineStats()
@@ -125,6 +234,35 @@ class SessionPipeline:
     @property
     def mel(self) -> MelExtractor:
         return self._mel
+
+    @property
+    def input_samples(self) -> int:
+        """16 kHz input samples taken so far (the next one's index)."""
+        return self._ring.end_index
+
+    @property
+    def adaptive(self) -> bool:
+        return self._adaptive
+
+    @property
+    def target_delay_s(self) -> float:
+        """The playout delay aimed at: the estimator's target, below the maximum by the
+        band a frame step needs (so keeping to it never drops anything); 0 when not
+        adaptive."""
+        if not self._adaptive:
+            return 0.0
+        cfg = self.config
+        ceiling_s = cfg.jitter.max_delay_s - cfg.frame_period_s - cfg.skip_hysteresis_s
+        return min(self._timing.target_s, max(0.0, ceiling_s))
+
+    def snapshot(self) -> PlayoutSnapshot:
+        return PlayoutSnapshot(
+            adaptive=self._adaptive,
+            target_delay_s=self.target_delay_s,
+            playout_delay_s=self._last_playout_delay_s,
+            jitter=self._timing.snapshot(),
+            stats=self.stats,
+        )
 
     def set_mel_frame_offset(self, frame_offset: int) -> None:
         """Use a model's mel alignment (before any audio arrives)."""
@@ -134,38 +272,88 @@ class SessionPipeline:
             fps=self.config.fps, frame_offset=frame_offset, capacity_s=self.config.ring_s
         )
 
+    def set_source(self, *, adaptive: bool) -> None:
+        """A new audio source (a channel's driver changed): timing statistics start over."""
+        self._adaptive = adaptive
+        self._timing.reset()
+        self._media_next_s = None
+
+    # --- input -----------------------------------------------------------------------------
+
     def push_audio(self, frame: av.AudioFrame, now_s: float) -> None:
-        """Ingest one incoming audio frame received at ``now_s``."""
+        """Ingest one live audio frame received at ``now_s``, placed by its media time.
+
+        ``frame.pts`` x ``frame.time_base`` is the frame's time on the sender's clock (aiortc
+        sets it from the RTP timestamp). A gap before it (lost packets, DTX) up to
+        ``max_gap_fill_s`` is filled with concealment of the same length; a frame entirely
+        before the expected time is a duplicate and ignored; a jump of more than that either
+        way is a new start (the sender's clock restarted: the delay statistics start over).
+        Without pts, frames are taken as contiguous.
+        """
+        gap_s = 0.0
+        if frame.pts is not None and frame.time_base is not None:
+            start_s = float(frame.pts * frame.time_base)
+            end_s = start_s + frame.samples / frame.sample_rate
+            expected_s = self._media_next_s
+            if expected_s is not None:
+                gap_s = start_s - expected_s
+                if abs(gap_s) > self.config.max_gap_fill_s:
+                    self._restart_timing()  # the sender's clock jumped: a new time line
+                    gap_s = 0.0
+                elif end_s <= expected_s + 1e-4:
+                    return  # a duplicate, or older than what was taken already
+                gap_s = max(0.0, gap_s)  # a small overlap is taken as contiguous
+            self._media_next_s = end_s
         chunk = self._ingest.push(frame)
-        if self._pad_pending:
-            self._pad_pending = False
-            self._append(np.zeros(self.config.samples_per_frame // 2, np.float32), now_s)
-        self._append(chunk.samples, now_s)
-        self._started = True
+        gap = round(gap_s * INPUT_RATE_HZ)
+        if gap > 0:
+            self.stats.gaps_filled += 1
+            self.stats.gap_samples_filled += gap
+            end = self._ring.end_index
+            tail = self._ring.read(max(self._ring.start_index, end - 320), end)
+            fade = round(self.config.conceal_fade_s * INPUT_RATE_HZ)
+            self._append(fade_out_continuation(tail, gap, fade), now_s, real=False)
+            self._resume_fade = True
+        self._append(self._fade_if_resuming(chunk.samples), now_s)
 
     def push_pcm_16k(self, samples: F32, now_s: float) -> None:
-        """Ingest samples that are already 16 kHz mono float32."""
+        """Ingest samples that are already 16 kHz mono float32 and contiguous."""
         self._append(np.asarray(samples, np.float32), now_s)
-        self._started = True
 
-    def _append(self, samples: F32, now_s: float) -> None:
+    def _restart_timing(self) -> None:
+        self.stats.restarts += 1
+        self._timing.reset()
+        self._resume_fade = True
+
+    def _fade_if_resuming(self, samples: F32) -> F32:
+        if not self._resume_fade or samples.shape[0] == 0:
+            return samples
+        self._resume_fade = False
+        return fade_in(samples, round(self.config.resume_fade_s * INPUT_RATE_HZ))
+
+    def _append(self, samples: F32, now_s: float, real: bool = True) -> None:
+        """Take ``samples`` arriving at ``now_s``. Real audio (not concealment) is a timing
+        observation: its end, in media time, arrived now."""
         if samples.shape[0] == 0:
             return
         before = self._mel.frames_ready()
         self._ring.write(samples)
         self._mel.push(samples)
+        self._pauses.push(samples, real)
         self.stats.samples_in += int(samples.shape[0])
-        self._heard_at.append((self._ring.end_index, now_s))
+        end = self._ring.end_index
+        self._heard_at.append((end, now_s))
+        relative_s = self._timing.observe(now_s, end / INPUT_RATE_HZ) if real else None
         for i in range(before, self._mel.frames_ready()):
-            self._ready_at.append((i, now_s))
+            if self._completions and self._completions[-1].frame != i - 1:
+                self._completions.clear()  # frames skipped by an interrupt: start over
+            self._completions.append(_Completion(i, now_s, end, relative_s))
 
-    def _lookup_ready_at(self, frame: int) -> float | None:
-        for i, t in reversed(self._ready_at):
-            if i == frame:
-                return t
-            if i < frame:
-                break
-        return None
+    def _completion(self, frame: int) -> _Completion | None:
+        if not self._completions:
+            return None
+        k = frame - self._completions[0].frame
+        return self._completions[k] if 0 <= k < len(self._completions) else None
 
     def _lookup_heard_at(self, sample: int) -> float | None:
         found = None
@@ -175,6 +363,29 @@ class SessionPipeline:
             found = t
         return found
 
+    # --- output ----------------------------------------------------------------------------
+
+    def _playout_delay_s(self, frame: int, now_s: float) -> float | None:
+        """How long after the fastest recent path frame ``frame`` plays at ``now_s``: now,
+        minus when the audio that completed its window would have come with the smallest
+        recent offset (its media end plus the base)."""
+        base_s = self._timing.base_s
+        done = self._completion(frame)
+        if base_s is None or done is None:
+            return None
+        return now_s - base_s - done.media_end / INPUT_RATE_HZ
+
+    def _is_speech(self, window: F32, frame: int) -> bool:
+        return (
+            float(window.mean(axis=0).max()) > self.config.speech_threshold
+            and frame >= self._rest_before_input
+        )
+
+    def _window(self, frame: int) -> F32:
+        window = self._mel.window(frame)
+        assert window is not None  # only asked for frames < frames_ready()
+        return window
+
     def next_job(self, now_s: float) -> FrameJob:
         """Decide this tick's frame for this session and advance the session's clocks."""
         cfg = self.config
@@ -182,98 +393,177 @@ class SessionPipeline:
         self._output_index += 1
         self.stats.frames += 1
         avatar_frame = n % self._avatar_frames
-        silence = np.zeros(cfg.samples_per_frame, np.float32)
-        ready = self._mel.frames_ready()
-        backlog = ready - self._next_input
-        if backlog <= 0:
-            # backlog < 0 only after `interrupt`: waiting for new input is not an underrun.
-            underrun = self._started and backlog == 0
-            if underrun:
-                self.stats.underruns += 1
-            if underrun and self._strength > 0:
-                self.stats.held += 1
-                return FrameJob(
-                    JobKind.HOLD,
-                    n,
-                    avatar_frame,
-                    None,
-                    None,
-                    self._strength,
-                    silence,
-                    None,
-                    None,
-                    underrun=True,
-                )
-            self.stats.idle += 1
-            return FrameJob(
-                JobKind.IDLE,
-                n,
-                avatar_frame,
-                None,
-                None,
-                0.0,
-                silence,
-                None,
-                None,
-                underrun=underrun,
-            )
-        dropped = 0
-        if backlog > cfg.max_backlog_frames:
-            dropped = backlog - 1
-            self.stats.dropped_input_frames += dropped
-            self._next_input = ready - 1
-        i = self._next_input
-        self._next_input += 1
         try:
-            window = self._mel.window(i)
-            start = i * cfg.samples_per_frame
-            audio = self._ring.read(start, start + cfg.samples_per_frame)
+            return self._decide(n, avatar_frame, now_s)
         except AudioGoneError:
             # Only after a stall longer than the ring: start again from the newest frame.
-            self.stats.dropped_input_frames += ready - 1 - i
+            ready = self._mel.frames_ready()
+            self.stats.dropped_input_frames += max(0, ready - self._next_input)
             self._next_input = ready
-            return self._rest_job(n, avatar_frame, silence)
-        assert window is not None  # i < frames_ready()
-        ready_at = self._lookup_ready_at(i)
-        if backlog == 1 and ready_at is not None:
-            self._track_wait(now_s - ready_at)
-        is_speech = (
-            float(window.mean(axis=0).max()) > cfg.speech_threshold and i >= self._rest_before_input
-        )
+            self._strength = 0.0
+            return self._idle(n, avatar_frame, np.zeros(cfg.samples_per_frame, np.float32))
+
+    def _decide(self, n: int, avatar_frame: int, now_s: float) -> FrameJob:
+        cfg = self.config
+        period_s = cfg.frame_period_s
+        ready = self._mel.frames_ready()
+        dropped, speech_dropped = self._drop_beyond_max_delay(ready, now_s)
+        i = self._next_input
+        if i >= ready:
+            return self._underrun(n, avatar_frame, started=self._playing and i == ready)
+        target_s = self.target_delay_s
+        delay_s = self._playout_delay_s(i, now_s)
+        change: LevelChange | None = None
+        if delay_s is not None and self._in_pause(i):
+            if delay_s < target_s - cfg.insert_tolerance_s:
+                # The frame waits one more tick (delay +1 frame); meanwhile the picture stays
+                # as it is (at rest, or the last image if the mouth is still fading) and the
+                # pause goes on: its last 40 ms played backwards (the join is continuous, and
+                # room noise does not drop out).
+                self.stats.inserted += 1
+                pause = self._pause_continuation()
+                if self._strength > 0.0:
+                    self.stats.held += 1
+                    job = FrameJob(JobKind.HOLD, n, avatar_frame, pause, strength=self._strength)
+                else:
+                    job = self._idle(n, avatar_frame, pause)
+                return _with(
+                    job,
+                    level_change=LevelChange.INSERT,
+                    dropped=dropped,
+                    speech_dropped=speech_dropped,
+                )
+            # Live: skip once a whole frame plus the hysteresis above target. Fed at the tick
+            # (not adaptive), delays are exact multiples of a frame: skip any whole one.
+            margin_s = cfg.skip_hysteresis_s if self._adaptive else -cfg.insert_tolerance_s
+            if delay_s >= target_s + period_s + margin_s and i + 1 < ready:
+                self.stats.skipped += 1
+                change = LevelChange.SKIP
+                i += 1
+                delay_s -= period_s
+        job = self._play(i, n, avatar_frame, now_s, delay_s)
+        return _with(job, level_change=change, dropped=dropped, speech_dropped=speech_dropped)
+
+    def _in_pause(self, frame: int, before_s: float | None = None) -> bool:
+        """Whether the audio from ``before_s`` (default ``pause_before_s``) before ``frame`` to
+        the end of its window is all quiet: a change at this frame falls inside a pause."""
+        cfg = self.config
+        before = round((cfg.pause_before_s if before_s is None else before_s) * INPUT_RATE_HZ)
+        start = frame * cfg.samples_per_frame - before
+        return self._pauses.is_quiet(start, self._mel.samples_needed(frame))
+
+    def _drop_beyond_max_delay(self, ready: int, now_s: float) -> tuple[int, int]:
+        """Drop input frames whose playout delay is past the maximum (keeping the newest ready
+        one to play); returns (dropped, of which speech)."""
+        dropped = speech = 0
+        max_s = self.config.jitter.max_delay_s
+        while self._next_input < ready - 1:
+            delay_s = self._playout_delay_s(self._next_input, now_s)
+            if delay_s is None or delay_s <= max_s:
+                break
+            if not self._in_pause(self._next_input, before_s=0.0):
+                speech += 1
+            dropped += 1
+            self._next_input += 1
+        self.stats.dropped_input_frames += dropped
+        self.stats.dropped_speech_frames += speech
+        return dropped, speech
+
+    def _play(
+        self, i: int, n: int, avatar_frame: int, now_s: float, delay_s: float | None
+    ) -> FrameJob:
+        cfg = self.config
+        self._next_input = i + 1
+        self._playing = True
+        self._underrun_ticks = 0
+        window = self._window(i)
+        start = i * cfg.samples_per_frame
+        audio = self._ring.read(start, start + cfg.samples_per_frame)
+        audio = self._fade_if_resuming(audio)
+        self._last_audio = audio
+        self._last_playout_delay_s = delay_s
         step = 1.0 / max(1, cfg.blend_frames)
-        target = 1.0 if is_speech else 0.0
+        target = 1.0 if self._is_speech(window, i) else 0.0
         if target > self._strength:
             self._strength = min(target, self._strength + step)
         else:
             self._strength = max(target, self._strength - step)
-        heard_at = self._lookup_heard_at(start)
-        if self._strength <= 0.0:
+        done = self._completion(i)
+        kind = JobKind.IDLE if self._strength <= 0.0 else JobKind.RENDER
+        if kind is JobKind.IDLE:
             self.stats.idle += 1
+        else:
+            self._last_window = window
+            self.stats.rendered += 1
+        return FrameJob(
+            kind,
+            n,
+            avatar_frame,
+            audio,
+            input_frame=i,
+            window=window if kind is JobKind.RENDER else None,
+            strength=self._strength,
+            ready_at_s=None if done is None else done.at_s,
+            heard_at_s=self._lookup_heard_at(start),
+            playout_delay_s=delay_s,
+            relative_delay_s=None if done is None else done.relative_s,
+        )
+
+    def _underrun(self, n: int, avatar_frame: int, started: bool) -> FrameJob:
+        """No window is ready. Before the first frame has played, or while waiting for audio
+        after `interrupt`, that is not an underrun."""
+        cfg = self.config
+        silence = np.zeros(cfg.samples_per_frame, np.float32)
+        if not started:
+            return self._idle(n, avatar_frame, silence)
+        self.stats.underruns += 1
+        if self._strength <= 0.0:
+            # In silence: an idle frame, which also lets the playout delay grow unheard.
+            return _with(self._idle(n, avatar_frame, self._pause_continuation()), underrun=True)
+        self._underrun_ticks += 1
+        self.stats.concealed += 1
+        self._resume_fade = True
+        audio = silence
+        if self._underrun_ticks == 1:
+            fade = round(cfg.conceal_fade_s * INPUT_RATE_HZ)
+            audio = fade_out_continuation(self._last_audio, cfg.samples_per_frame, fade)
+        self._last_audio = audio
+        if self._underrun_ticks <= cfg.hold_frames or self._last_window is None:
+            self.stats.held += 1
             return FrameJob(
-                JobKind.IDLE,
+                JobKind.HOLD,
                 n,
                 avatar_frame,
-                i,
-                None,
-                0.0,
                 audio,
-                ready_at,
-                heard_at,
-                dropped=dropped,
+                strength=self._strength,
+                underrun=True,
+                concealed=True,
             )
+        # Still nothing: the mouth fades to rest on the last window rather than freezing.
+        self._strength = max(0.0, self._strength - 1.0 / max(1, cfg.blend_frames))
+        if self._strength <= 0.0:
+            self.stats.idle += 1
+            return FrameJob(JobKind.IDLE, n, avatar_frame, audio, underrun=True, concealed=True)
         self.stats.rendered += 1
         return FrameJob(
             JobKind.RENDER,
             n,
             avatar_frame,
-            i,
-            window,
-            self._strength,
             audio,
-            ready_at,
-            heard_at,
-            dropped=dropped,
+            window=self._last_window,
+            strength=self._strength,
+            underrun=True,
+            concealed=True,
         )
+
+    def _pause_continuation(self) -> F32:
+        """40 ms that continue a pause: the last audio released, played backwards."""
+        return np.ascontiguousarray(self._last_audio[::-1])
+
+    def _idle(self, n: int, avatar_frame: int, audio: F32) -> FrameJob:
+        self.stats.idle += 1
+        self._last_audio = audio
+        return FrameJob(JobKind.IDLE, n, avatar_frame, audio)
 
     def interrupt(self) -> int:
         """Drop every input frame not yet rendered and put the mouth at rest at once (no fade).
@@ -289,6 +579,7 @@ class SessionPipeline:
         self._next_input = max(self._next_input, cut)
         self._rest_before_input = self._next_input + self._mel.frame_offset + 1
         self._strength = 0.0
+        self._underrun_ticks = 0
         return released
 
     def final_job(self) -> FrameJob:
@@ -299,25 +590,15 @@ class SessionPipeline:
         n = self._output_index
         self._output_index += 1
         self.stats.frames += 1
-        silence = np.zeros(self.config.samples_per_frame, np.float32)
-        return self._rest_job(n, n % self._avatar_frames, silence)
-
-    def _rest_job(self, n: int, avatar_frame: int, silence: F32) -> FrameJob:
         self._strength = 0.0
-        self.stats.idle += 1
-        return FrameJob(JobKind.IDLE, n, avatar_frame, None, None, 0.0, silence, None, None)
+        return self._idle(
+            n, n % self._avatar_frames, np.zeros(self.config.samples_per_frame, np.float32)
+        )
 
-    def _track_wait(self, wait_s: float) -> None:
-        waits = self.stats.waits_s
-        waits.append(wait_s)
-        if len(waits) < self.config.align_every_frames:
-            return
-        median = float(np.median(waits))
-        low, high = self.config.wait_band_s
-        if not low <= median < high:
-            self._pad_pending = True
-            self.stats.realignments += 1
-        waits.clear()
+
+def _with(job: FrameJob, **changes: object) -> FrameJob:
+    """``job`` with some fields replaced (frozen dataclass)."""
+    return replace(job, **changes)  # type: ignore[arg-type]
 
 
 class OutputAudio:

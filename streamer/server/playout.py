@@ -7,6 +7,10 @@ silently). :class:`ChannelPipeline` is a :class:`SessionPipeline` that, at each 
 takes exactly one frame (40 ms) from its queue (silence when it is empty) before deciding the
 tick's frame: the scheduler's tick is the only clock, so queued audio plays at real time.
 
+A live driver (a microphone, a publishing call page) is not queued: its frames go into the
+pipeline as they arrive, with their media timestamps, and the adaptive playout buffer paces
+them exactly as it does a call's (:meth:`ChannelPipeline.set_live`).
+
 Playback events are reported when the audio actually leaves with a frame (not when it enters
 the pipeline, ~4 frames earlier): ``playback_started`` when a segment's first sample is
 released to viewers, ``playback_finished`` when its last one is (or when it is interrupted,
@@ -41,9 +45,6 @@ class PlayoutConfig:
     # A segment starts playing once this much of it is queued (or it is complete), so a
     # driver streaming in small real-time chunks does not underflow at every tick.
     prebuffer_s: float = 0.06
-    # Live sources (a microphone) trim their queue to this, dropping the oldest audio
-    # (counted): their clock is not the server's, and latency must not grow.
-    live_max_queued_s: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,6 @@ class _Segment:
 class PlayoutStats:
     samples_pushed: int = 0
     samples_played: int = 0
-    live_samples_dropped: int = 0
     refused_pushes: int = 0
     interrupts: int = 0
 
@@ -130,32 +130,6 @@ class PlayoutQueue:
             seg.total += samples.shape[0]
             self.stats.samples_pushed += samples.shape[0]
         return seg.segment_id
-
-    def push_live(self, samples_16k: F32) -> int:
-        """Push audio from a real-time source, dropping the oldest queued audio (counted)
-        beyond ``live_max_queued_s`` instead of refusing."""
-        limit = int(self.config.live_max_queued_s * INPUT_RATE_HZ)
-        samples = np.asarray(samples_16k, np.float32).reshape(-1)[-limit:]
-        excess = self.queued_samples + samples.shape[0] - limit
-        if excess > 0:
-            self.stats.live_samples_dropped += self._drop_oldest(excess)
-        return self.push(samples)
-
-    def _drop_oldest(self, n: int) -> int:
-        dropped = 0
-        for seg in self._segments:
-            while seg.chunks and dropped < n:
-                chunk = seg.chunks[0]
-                k = min(n - dropped, chunk.shape[0])
-                if k == chunk.shape[0]:
-                    seg.chunks.popleft()
-                else:
-                    seg.chunks[0] = chunk[k:]
-                seg.queued -= k
-                self._queued -= k
-                seg.total -= k  # never played: not part of the segment's length
-                dropped += k
-        return dropped
 
     def end_segment(self) -> int | None:
         """Close the open segment; returns its id, or None when there was none (or it was empty)."""
@@ -219,10 +193,12 @@ class PlayoutQueue:
 
 
 class ChannelPipeline(SessionPipeline):
-    """A pipeline fed from a :class:`PlayoutQueue`, one frame per tick, with playback events.
+    """A pipeline fed from a :class:`PlayoutQueue`, one frame per tick, with playback events;
+    or, while a live driver holds the channel, from that driver's frames (:meth:`set_live`).
 
-    Synchronous; one owner (the event loop). ``next_job`` takes the tick's 40 ms from the
-    queue, pushes it, decides the frame, and records which segment audio that frame released.
+    Synchronous; one owner (the event loop). In queue mode ``next_job`` takes the tick's 40 ms
+    from the queue, pushes it, decides the frame, and records which segment audio that frame
+    released.
     """
 
     def __init__(
@@ -231,9 +207,9 @@ class ChannelPipeline(SessionPipeline):
         config: PipelineConfig | None = None,
         playout: PlayoutConfig | None = None,
     ) -> None:
-        super().__init__(avatar_frame_count, config)
+        super().__init__(avatar_frame_count, config, adaptive=False)
         self.playout = PlayoutQueue(playout)
-        self._fed_samples = 0  # pipeline input samples pushed so far (one frame per tick)
+        self._live = False
         # (first input sample index, count, segment) of segment audio taken but not yet
         # released; a handful of entries (the ~4-frame lookahead), emptied as frames leave.
         self._in_flight: collections.deque[tuple[int, int, _Segment]] = collections.deque()
@@ -242,16 +218,28 @@ class ChannelPipeline(SessionPipeline):
         # Events waiting for the shell to send; drained every tick by `take_events`.
         self._events: list[PlaybackEvent] = []
 
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    def set_live(self, live: bool) -> None:
+        """Switch between the queue (pushed segments, played at the tick) and a live driver
+        (timestamped frames through the adaptive playout buffer); timing starts over."""
+        if live != self._live:
+            self._live = live
+            self.set_source(adaptive=live)
+
     def next_job(self, now_s: float) -> FrameJob:
         spf = self.config.samples_per_frame
-        samples, pieces = self.playout.take(spf)
-        for seg, offset, count in pieces:
-            self._in_flight.append((self._fed_samples + offset, count, seg))
-            self._active.setdefault(seg.segment_id, seg)
-        for seg in self.playout.pop_finished_taking():
-            self._active.setdefault(seg.segment_id, seg)
-        self.push_pcm_16k(samples, now_s)
-        self._fed_samples += spf
+        if not self._live:
+            samples, pieces = self.playout.take(spf)
+            fed = self.input_samples
+            for seg, offset, count in pieces:
+                self._in_flight.append((fed + offset, count, seg))
+                self._active.setdefault(seg.segment_id, seg)
+            for seg in self.playout.pop_finished_taking():
+                self._active.setdefault(seg.segment_id, seg)
+            self.push_pcm_16k(samples, now_s)
         job = super().next_job(now_s)
         if job.input_frame is not None:
             self._release_until((job.input_frame + 1) * spf)

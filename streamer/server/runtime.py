@@ -44,7 +44,9 @@ def build_runtime(
     renderer = LipSyncRenderer(engine, library)
     # One full render so the first real tick pays no first-call costs.
     window = np.full((80, 16), -1.0, np.float32)
-    job = FrameJob(JobKind.RENDER, 0, 0, 0, window, 1.0, np.zeros(640, np.float32), None, None)
+    job = FrameJob(
+        JobKind.RENDER, 0, 0, np.zeros(640, np.float32), input_frame=0, window=window, strength=1.0
+    )
     renderer.render([RenderRequest(first.name, job, None)])
     return Runtime(
         renderer=renderer,

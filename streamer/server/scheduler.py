@@ -83,6 +83,7 @@ class FrameScheduler:
 
     def remove(self, sink_id: str) -> None:
         self._sinks.pop(sink_id, None)
+        self._metrics.forget_sink(sink_id)
 
     def __len__(self) -> int:
         return len(self._sinks)
@@ -167,12 +168,30 @@ class FrameScheduler:
                     continue
                 job = request.job
                 sink.deliver(job, image, handed_s)
-                self._metrics.frames.labels(job.kind.value).inc()
-                if job.underrun:
-                    self._metrics.underruns.inc()
-                if job.dropped:
-                    self._metrics.dropped.inc(job.dropped)
-                if job.ready_at_s is not None:
-                    self._metrics.frame_latency.observe(handed_s - job.ready_at_s)
+                self._count(sink, job, handed_s - deadline)
                 if job.heard_at_s is not None:
                     self._metrics.mic_to_lips.observe(handed_s - job.heard_at_s)
+
+    def _count(self, sink: FrameSink, job: FrameJob, latency_s: float) -> None:
+        m = self._metrics
+        m.frames.labels(job.kind.value).inc()
+        if job.input_frame is not None:
+            m.frame_latency.observe(latency_s)
+        if job.playout_delay_s is not None:
+            m.playout_delay.observe(max(0.0, job.playout_delay_s))
+        if job.relative_delay_s is not None:
+            m.relative_delay.observe(job.relative_delay_s)
+        if job.underrun:
+            m.underruns.inc()
+        if job.concealed:
+            m.concealed.inc()
+        if job.level_change is not None:
+            m.level_changes.labels(job.level_change.value).inc()
+        if job.dropped:
+            m.dropped.inc(job.dropped)
+        if job.speech_dropped:
+            m.speech_dropped.inc(job.speech_dropped)
+        if sink.pipeline.adaptive:
+            m.playout_target.labels(sink.sink_id).set(sink.pipeline.target_delay_s)
+        else:  # a channel back on its queue: no target to show
+            m.forget_sink(sink.sink_id)
