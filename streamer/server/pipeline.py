@@ -49,6 +49,7 @@ F32 = npt.NDArray[np.float32]
 
 INPUT_RATE_HZ = 16_000
 OUTPUT_RATE_HZ = 48_000
+_CONCEALED_FROM = 320  # a lost packet is concealed from the 20 ms heard before it
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,7 @@ class SessionPipeline:
         Without pts, frames are taken as contiguous.
         """
         gap_s = 0.0
+        end_s: float | None = None
         if frame.pts is not None and frame.time_base is not None:
             start_s = float(frame.pts * frame.time_base)
             end_s = start_s + frame.samples / frame.sample_rate
@@ -303,14 +305,15 @@ class SessionPipeline:
                 elif end_s <= expected_s + 1e-4:
                     return  # a duplicate, or older than what was taken already
                 gap_s = max(0.0, gap_s)  # a small overlap is taken as contiguous
+        chunk = self._ingest.push(frame)  # raises AudioFormatError: the frame counts as lost
+        if end_s is not None:
             self._media_next_s = end_s
-        chunk = self._ingest.push(frame)
         gap = round(gap_s * INPUT_RATE_HZ)
         if gap > 0:
             self.stats.gaps_filled += 1
             self.stats.gap_samples_filled += gap
             end = self._ring.end_index
-            tail = self._ring.read(max(self._ring.start_index, end - 320), end)
+            tail = self._ring.read(max(self._ring.start_index, end - _CONCEALED_FROM), end)
             fade = round(self.config.conceal_fade_s * INPUT_RATE_HZ)
             self._append(fade_out_continuation(tail, gap, fade), now_s, real=False)
             self._resume_fade = True
