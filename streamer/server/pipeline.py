@@ -443,7 +443,7 @@ class SessionPipeline:
                 self.stats.skipped += 1
                 change = LevelChange.SKIP
                 i += 1
-                delay_s -= period_s
+                delay_s = self._playout_delay_s(i, now_s)
         job = self._play(i, n, avatar_frame, now_s, delay_s)
         return _with(job, level_change=change, dropped=dropped, speech_dropped=speech_dropped)
 
