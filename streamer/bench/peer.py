@@ -25,6 +25,17 @@ RATE_HZ = 48_000
 FRAME_SAMPLES = 960  # 20 ms
 
 
+def clip_packet(pcm: npt.NDArray[np.int16], n: int, loop: bool) -> npt.NDArray[np.int16]:
+    """Packet ``n`` (960 samples) of ``pcm``, a whole number of packets long: looped, packet n
+    is packet ``n % (len(pcm) // 960)``; else silence after the end."""
+    packets = pcm.shape[0] // FRAME_SAMPLES
+    if loop and packets:
+        n %= packets
+    if n >= packets:
+        return np.zeros(FRAME_SAMPLES, np.int16)
+    return pcm[n * FRAME_SAMPLES : (n + 1) * FRAME_SAMPLES]
+
+
 class ClipTrack(MediaStreamTrack):
     """Plays mono float32 48 kHz audio in real time (then silence), recording send times."""
 
@@ -32,7 +43,10 @@ class ClipTrack(MediaStreamTrack):
 
     def __init__(self, clip_48k: npt.NDArray[np.float32], loop: bool = False) -> None:
         super().__init__()
-        self._pcm = (np.clip(clip_48k, -1, 1) * 32767).astype(np.int16)
+        pcm = (np.clip(clip_48k, -1, 1) * 32767).astype(np.int16)
+        # Padded to whole packets: a looped clip repeats every len(pcm) // 960 packets exactly,
+        # which is what the soak's onset and speech bookkeeping assume.
+        self._pcm = np.concatenate((pcm, np.zeros(-pcm.shape[0] % FRAME_SAMPLES, np.int16)))
         self._repeat = loop
         self._n = 0
         self._t0: float | None = None
@@ -45,12 +59,7 @@ class ClipTrack(MediaStreamTrack):
             self._t0 = time.monotonic()
         deadline = self._t0 + self._n * FRAME_SAMPLES / RATE_HZ
         await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-        start = self._n * FRAME_SAMPLES
-        if self._repeat:
-            start %= max(1, len(self._pcm) - FRAME_SAMPLES)
-        block = self._pcm[start : start + FRAME_SAMPLES]
-        if len(block) < FRAME_SAMPLES:
-            block = np.concatenate((block, np.zeros(FRAME_SAMPLES - len(block), np.int16)))
+        block = clip_packet(self._pcm, self._n, self._repeat)
         stereo = np.stack((block, block), axis=1).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
         frame.sample_rate = RATE_HZ
