@@ -19,6 +19,8 @@ import numpy.typing as npt
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from streamer.bench.impaired_link import ImpairedLink, impair_audio_sender
+from streamer.bench.impairment import Impairment
 from streamer.server.tasks import cancel_and_wait
 
 RATE_HZ = 48_000
@@ -132,7 +134,11 @@ class RecordingPeer:
 
 
 class LoopbackPeer(RecordingPeer):
-    """One client call against a server URL. ``aclose()`` ends it and is idempotent."""
+    """One client call against a server URL. ``aclose()`` ends it and is idempotent.
+
+    With an active ``impairment`` the audio it sends crosses an impaired network on its way
+    out (:mod:`streamer.bench.impaired_link`): ``link`` then holds what it did.
+    """
 
     def __init__(
         self,
@@ -141,16 +147,19 @@ class LoopbackPeer(RecordingPeer):
         loop: bool = False,
         keep_frames: bool = True,
         avatar: str | None = None,
+        impairment: Impairment | None = None,
     ) -> None:
         super().__init__(keep_frames)
         self.base_url = base_url.rstrip("/")
         self.track = ClipTrack(clip_48k, loop)
         self.avatar = avatar
+        self.impairment = impairment or Impairment()
+        self.link: ImpairedLink | None = None
         self.session_id: str | None = None
         self.answered_at_s: float | None = None
 
     async def connect(self, http: aiohttp.ClientSession) -> None:
-        self.pc.addTransceiver(self.track, direction="sendrecv")
+        audio = self.pc.addTransceiver(self.track, direction="sendrecv")
         self.pc.addTransceiver("video", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
@@ -162,6 +171,10 @@ class LoopbackPeer(RecordingPeer):
                 raise RuntimeError(f"offer refused: {response.status} {answer}")
         self.session_id = answer["session_id"]
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        if self.impairment.active:
+            name = f"{type(self).__name__}-{self.session_id}-impairment"
+            self.link = ImpairedLink(self.impairment.schedule(), name)
+            impair_audio_sender(audio.sender, self.link)
         self.answered_at_s = time.monotonic()
 
     async def aclose(self, http: aiohttp.ClientSession | None = None) -> None:
@@ -170,3 +183,5 @@ class LoopbackPeer(RecordingPeer):
                 pass
             self.session_id = None
         await self._close_peer()
+        if self.link is not None:
+            await self.link.aclose()
