@@ -1,0 +1,251 @@
+"""The speech-back measure on synthetic calls with known damage (no peers, no clock).
+
+The sent clip is a synthetic voice (irregular syllables, pitch, pauses and a few fricatives
+above 8 kHz); the returned audio goes through what the server really does to it: Opus, 48 ->
+16 -> 48 kHz with FFmpeg's resampler, Opus again, plus a delay. Damage is done the way the
+server's playout buffer does it, in 40 ms frames: frames of speech removed (the level restored
+with silence at the next pause), concealed (a faded, time-reversed copy of the frame before),
+silence inserted or skipped in pauses.
+"""
+
+from __future__ import annotations
+
+import fractions
+import functools
+
+import av
+import numpy as np
+import pytest
+
+from streamer.soak.speech_back import (
+    ClipSpeech,
+    SpeechBack,
+    SpeechBackOptions,
+    clip_speech,
+    returned_audio,
+    speech_back,
+    sub_block_energy,
+)
+
+RATE = 48_000
+PACKET = 960
+FRAME = 1920  # the server's 40 ms frame
+T0_S = 100.0
+
+
+def synthetic_voice(seconds: float = 12.0, seed: int = 2) -> np.ndarray:
+    """Utterances of irregular syllables (80-250 ms, pitch 100-220 Hz, 12 harmonics) with
+    short gaps inside and 0.4-0.9 s pauses between them, some with a fricative (noise at
+    4-12 kHz); 1 s of silence first; whole 20 ms packets; peak 0.5."""
+    rng = np.random.default_rng(seed)
+    out = [np.zeros(RATE, np.float32)]
+    total = RATE
+    while total < (seconds - 1.5) * RATE:
+        for _ in range(int(rng.integers(3, 9))):  # syllables of one utterance
+            n = int(rng.uniform(0.08, 0.25) * RATE)
+            t = np.arange(n) / RATE
+            pitch = rng.uniform(100, 220) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+            phase = 2 * np.pi * np.cumsum(pitch) / RATE
+            voiced = sum(np.sin(k * phase) / k for k in range(1, 13))
+            envelope = np.sin(np.pi * t / t[-1]) ** rng.uniform(0.5, 2) * rng.uniform(0.3, 1)
+            syllable = voiced * envelope
+            if rng.random() < 0.3:
+                hiss = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * _band(n, 4e3, 12e3), n)
+                syllable += 0.4 * hiss * envelope
+            gap = np.zeros(int(rng.uniform(0.03, 0.15) * RATE))
+            out += [syllable.astype(np.float32), gap.astype(np.float32)]
+            total += n + gap.size
+        pause = np.zeros(int(rng.uniform(0.4, 0.9) * RATE), np.float32)
+        out.append(pause)
+        total += pause.size
+    x = np.concatenate(out)
+    x = np.concatenate((x, np.zeros(-x.size % PACKET, np.float32)))
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+def _band(n: int, lo_hz: float, hi_hz: float) -> np.ndarray:
+    f = np.fft.rfftfreq(n, 1 / RATE)
+    return ((f >= lo_hz) & (f <= hi_hz)).astype(float)
+
+
+def opus(pcm: np.ndarray) -> np.ndarray:
+    """Through libopus and back (20 ms packets, 48 kHz mono), as long as it went in."""
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format, enc.bit_rate = RATE, "mono", "s16", 64_000
+    dec = av.CodecContext.create("libopus", "r")
+    dec.sample_rate, dec.layout = RATE, "mono"
+    s16 = np.clip(pcm * 32767, -32768, 32767).astype(np.int16)
+    s16 = np.concatenate((s16, np.zeros(-s16.size % PACKET + 3 * PACKET, np.int16)))
+    out = []
+    for k in range(s16.size // PACKET):
+        frame = av.AudioFrame.from_ndarray(
+            s16[k * PACKET : (k + 1) * PACKET].reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate, frame.pts, frame.time_base = (
+            RATE,
+            k * PACKET,
+            fractions.Fraction(1, RATE),
+        )
+        for packet in enc.encode(frame):
+            for decoded in dec.decode(packet):
+                out.append(decoded.to_ndarray().reshape(-1).astype(np.float32))
+    y = np.concatenate(out)
+    if np.abs(y).max() > 2:  # s16 out
+        y = y / 32768
+    return y[: pcm.size].astype(np.float32)
+
+
+def resample(pcm: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=to_hz)
+    frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="flt", layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = from_hz, 0, fractions.Fraction(1, from_hz)
+    parts = [o.to_ndarray().reshape(-1) for o in resampler.resample(frame)]
+    parts += [o.to_ndarray().reshape(-1) for o in resampler.resample(None)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+@functools.cache
+def call() -> tuple[ClipSpeech, np.ndarray, np.ndarray, np.ndarray]:
+    """(clip speech, the clip, send times of 3 loops of it, the audio the server returns)."""
+    clip = synthetic_voice()
+    sent = np.tile(clip, 3)
+    rng = np.random.default_rng(7)
+    packets = sent.size // PACKET
+    sent_at = T0_S + np.arange(packets) * 0.02 + rng.uniform(0, 0.002, packets)  # paced
+    back = opus(resample(resample(opus(sent), RATE, 16_000), 16_000, RATE))
+    return clip_speech(clip), clip, sent_at, back
+
+
+def frames(x: np.ndarray) -> list[np.ndarray]:
+    return [x[k * FRAME : (k + 1) * FRAME] for k in range(x.size // FRAME)]
+
+
+def edited(
+    back: np.ndarray, threshold: float, *, drop_pct: float = 0, conceal: bool = False,
+    moves: float = 0, seed: int = 3,
+) -> tuple[np.ndarray, float]:  # fmt: skip
+    """``back`` with the server's edits (40 ms frames); also the share of speech frames hit."""
+    rng = np.random.default_rng(seed)
+    fs = frames(back)
+    energy = np.array([np.mean(f.astype(np.float64) ** 2) for f in fs])
+    speech = np.flatnonzero(energy > threshold)
+    hit = set(rng.choice(speech, round(speech.size * drop_pct / 100), replace=False).tolist())
+    out, owed, level = [], 0, 2
+    silence = np.zeros(FRAME, np.float32)
+    for k, f in enumerate(fs):
+        quiet = energy[k] < threshold / 100
+        if k in hit:
+            if conceal:  # the frame before, reversed, fading to 0 (then silence)
+                out.append(fs[k - 1][::-1] * np.linspace(1, 0, FRAME, dtype=np.float32))
+            else:
+                owed += 1
+            continue
+        if quiet and owed:  # the level comes back in the next pause
+            out += [silence] * owed
+            owed = 0
+        if quiet and rng.random() < moves:  # the playout level moves by one frame, 0..4
+            if rng.random() < 0.5 and level < 4:
+                out.append(silence)
+                level += 1
+            elif level > 0:
+                level -= 1
+                continue
+        out.append(f)
+    return np.concatenate(out), len(hit) / speech.size
+
+
+def measure(
+    back: np.ndarray,
+    delay_s: float = 0.2133,
+    start_s: float = T0_S,
+    end_s: float = T0_S + 100,
+    **options: float,
+) -> SpeechBack:
+    """What a client receiving ``back`` ``delay_s`` after sending reads (arrival jitter 0-3 ms,
+    pts on the 48 kHz clock)."""
+    speech, _, sent_at, _ = call()
+    returned = np.concatenate((np.zeros(round(delay_s * RATE), np.float32), back))
+    returned = returned[: returned.size // PACKET * PACKET]
+    n = returned.size // PACKET
+    rng = np.random.default_rng(11)
+    at = T0_S + 0.05 + np.arange(n) * 0.02 + rng.uniform(0, 0.003, n)
+    pts = np.arange(n, dtype=np.int64) * PACKET
+    energy = np.concatenate(
+        [sub_block_energy(returned[k * PACKET : (k + 1) * PACKET]) for k in range(n)]
+    )
+    pos = np.arange(energy.size, dtype=np.int64) * 48
+    got = returned_audio(at, pts, pos, energy)
+    return speech_back(speech, sent_at, got, start_s, end_s, SpeechBackOptions(**options))  # type: ignore[arg-type]
+
+
+def test_the_clip_has_utterances_and_a_threshold() -> None:
+    speech, clip, _, _ = call()
+    assert len(speech.utterances) >= 4
+    assert speech.threshold > 0
+    assert speech.blocks == clip.size // PACKET
+
+
+def test_intact_audio_comes_back_whole_at_its_delay() -> None:
+    speech, _, _, back = call()
+    got = measure(back)
+    assert got.utterances >= 3 * len(speech.utterances) - 2  # all but the last loop's tail
+    assert got.utterances_found == got.utterances
+    assert got.fraction >= 0.99
+    # 213.3 ms added + Opus' 2 x 6.5 ms + resamplers + 50 ms from sending to arrival.
+    assert np.all(np.abs(got.utterance_delay_s - np.median(got.utterance_delay_s)) < 0.003)
+    assert 0.26 <= float(np.median(got.utterance_delay_s)) <= 0.30
+
+
+def test_removed_speech_frames_are_missed() -> None:
+    _, _, _, back = call()
+    speech, *_ = call()
+    damaged, share = edited(back, speech.threshold * 2, drop_pct=5)
+    assert share == pytest.approx(0.05, abs=0.005)
+    got = measure(damaged)
+    assert got.fraction == pytest.approx(1 - share, abs=0.02)
+
+
+def test_concealment_counts_no_more_than_its_faded_energy() -> None:
+    speech, _, _, back = call()
+    removed = measure(edited(back, speech.threshold * 2, drop_pct=5)[0]).fraction
+    damaged, share = edited(back, speech.threshold * 2, drop_pct=5, conceal=True)
+    got = measure(damaged).fraction
+    # A linear fade keeps 1/3 of the frame's energy on average; with the 10 % codec tolerance
+    # a concealed frame can count at most ~0.37 of a frame, and never less than nothing.
+    assert removed - 0.01 <= got <= 1 - share * (1 - 0.37) + 0.01
+
+
+def test_silence_moved_between_words_changes_nothing() -> None:
+    speech, _, _, back = call()
+    moved, _ = edited(back, speech.threshold * 2, moves=0.3)
+    assert moved.size != back.size
+    got = measure(moved)
+    assert got.fraction >= 0.99
+    assert np.ptp(got.utterance_delay_s) >= 0.040  # the level really moved
+
+
+def test_what_is_not_the_speech_does_not_count() -> None:
+    _, clip, _, back = call()
+    rng = np.random.default_rng(5)
+    assert measure(np.zeros_like(back)).fraction == 0.0
+    noise = (0.05 * rng.standard_normal(back.size)).astype(np.float32)
+    assert measure(noise).fraction <= 0.05
+    # Speech, but not what was sent then: nothing near the delay tracked, and anywhere else it
+    # takes a correlation of 0.7 (here one 0.8 s utterance of six finds a look-alike).
+    other_words = measure(np.roll(back, clip.size // 3))
+    assert other_words.fraction <= 0.15
+    assert other_words.utterances_found <= other_words.utterances / 6
+    assert measure(back, delay_s=1.3).fraction == 0.0  # later than the 1 s looked at
+
+
+def test_only_utterances_whose_return_fits_the_window_count() -> None:
+    _, _, _, back = call()
+    whole = measure(back)
+    part = measure(back, start_s=T0_S + 5, end_s=T0_S + 20)
+    # Counted: the utterance's context (100 ms before it) sent at or after start_s, and its
+    # return (at most 1 s after the context's end) before end_s.
+    assert part.utterance_at_s.min() >= T0_S + 5 + 0.1 - 0.003
+    assert part.utterance_at_s.max() <= T0_S + 20 - 1.0 - 0.1
+    inside = (whole.utterance_at_s >= T0_S + 5.1) & (whole.utterance_at_s <= T0_S + 18.9)
+    assert 0 < part.utterances <= inside.sum() < whole.utterances
+    assert part.fraction >= 0.98
