@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import tempfile
@@ -13,6 +14,7 @@ import numpy.typing as npt
 
 from streamer.bench.signals import speechlike_48k
 from streamer.offline.audio import decode_audio
+from streamer.soak.speech_back import ClipSpeech, clip_speech
 
 F32 = npt.NDArray[np.float32]
 
@@ -35,6 +37,11 @@ class SoakClip:
     @property
     def duration_s(self) -> float:
         return int(self.pcm.shape[0]) / RATE_HZ
+
+    @functools.cached_property
+    def speech(self) -> ClipSpeech:
+        """Its speech blocks and utterances, as speech back measures them (computed once)."""
+        return clip_speech(self.pcm)
 
 
 def synthesise() -> F32:

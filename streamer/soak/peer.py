@@ -2,7 +2,8 @@
 
 It sends the clip in a loop (real time, 20 ms packets) like :class:`LoopbackPeer` and keeps
 only numbers per received frame and packet: arrival time, pts, mouth activity (how far the
-mouth region is from the avatar at rest), audio RMS. Hours of video cost megabytes.
+mouth region is from the avatar at rest), audio RMS and energy per 1 ms. Hours of video cost
+megabytes.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from streamer.bench.impairment import Impairment
 from streamer.bench.peer import FRAME_SAMPLES, RATE_HZ, LoopbackPeer
 from streamer.soak.analysis import PeerRecord
 from streamer.soak.clip import SoakClip
+from streamer.soak.speech_back import SUB_SAMPLES, sub_block_energy
 
 U8 = npt.NDArray[np.uint8]
 
@@ -43,8 +46,18 @@ class MouthMeter:
 class SoakPeer(LoopbackPeer):
     """One looping, measuring client call. ``connect``/``aclose`` as :class:`LoopbackPeer`."""
 
-    def __init__(self, name: str, base_url: str, clip: SoakClip, meter: MouthMeter, avatar: str):
-        super().__init__(base_url, clip.pcm, loop=True, keep_frames=False, avatar=avatar)
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        clip: SoakClip,
+        meter: MouthMeter,
+        avatar: str,
+        impairment: Impairment | None = None,
+    ) -> None:
+        super().__init__(
+            base_url, clip.pcm, loop=True, keep_frames=False, avatar=avatar, impairment=impairment
+        )
         self.clip = clip
         self.meter = meter
         self.record = PeerRecord(name=name, answered_at_s=0.0)
@@ -69,10 +82,18 @@ class SoakPeer(LoopbackPeer):
 
     def on_audio(self, frame: av.AudioFrame, at_s: float) -> None:
         pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
-        self.record.audio_at_s.append(at_s)
-        self.record.audio_rms.append(float(np.sqrt(np.mean((pcm.astype(np.float64) / 32768) ** 2))))
+        rec = self.record
+        rec.audio_at_s.append(at_s)
+        rec.audio_rms.append(float(np.sqrt(np.mean((pcm.astype(np.float64) / 32768) ** 2))))
+        pts = int(frame.pts or 0)
+        energy = sub_block_energy(pcm)
+        rec.audio_pts.append(pts)
+        rec.audio_sub_pos.extend(range(pts, pts + energy.shape[0] * SUB_SAMPLES, SUB_SAMPLES))
+        rec.audio_sub_energy.extend(energy.tolist())
 
     def finish(self) -> PeerRecord:
         self.record.answered_at_s = self.answered_at_s or 0.0
         self.record.onsets_sent_at_s = self.onsets_sent_at_s()
+        self.record.sent_at_s = list(self.track.sent_at_s)
+        self.record.clip_speech = self.clip.speech
         return self.record
