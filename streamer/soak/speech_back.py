@@ -13,23 +13,30 @@ one (a faded copy of the audio before it, then silence). The measure, step by st
    blocks less than ``utterance_gap_s`` apart.
 3. Each sent utterance (with ``context_s`` of its surroundings) is looked for in the returned
    audio by cross-correlating 20 ms amplitude envelopes (5 ms steps, then 1 ms around the
-   best): within ``track_s`` of the delay of the last utterances found, needing
-   ``min_correlation``, else anywhere from 0 to ``max_delay_s``, needing
-   ``min_correlation_anywhere``. Not found, it did not come back: all its speech blocks count
-   0. (Heavy damage, more than ~10 % of an utterance's frames removed, can make it
-   unrecognisable: the measure then errs low. Noise correlates under 0.35; other words, as
-   short as an utterance, can reach 0.5-0.8, hence the strict test away from the track.)
+   best): within ``track_s`` of the delay of the last utterances found (before any, of the
+   delay at which the whole span correlates best), needing ``min_correlation``; else anywhere
+   from 0 to ``max_delay_s``, needing ``min_correlation_anywhere``. Not found, it did not come
+   back: all its speech blocks count 0. Noise correlates under 0.35; other words, as short as
+   an utterance, can reach 0.5-0.8, hence the strict test away from the track.
 4. Around that delay, for each 1 ms phase of a 20 ms block, a monotone, one-to-one pairing of
    sent with returned 20 ms blocks (dynamic programming, pairs up to ``max_shift_blocks``
-   apart) follows 40 ms frames removed or silence inserted inside the utterance, so the rest
-   still pairs with its own audio; the phase whose pairing matches best is kept (edits move
-   audio by whole frames, so one phase fits every part, and 2.5 ms of misalignment alone
-   would cost ~10 % of a block's energy at syllable edges).
+   apart, a cost per block left unpaired inside it) follows 40 ms frames removed or silence
+   inserted inside the utterance, so the rest still pairs with its own audio; the phase whose
+   pairing matches best is kept (edits move audio by whole frames, so one phase fits every
+   part, and 2.5 ms of misalignment alone would cost ~10 % of a block's energy at syllable
+   edges).
 5. A sent speech block counts the share of its energy that came back in its paired block
-   (after the utterance's level, its median block ratio within 0.5-2, is taken out; within
-   ``codec_tolerance`` counts as all), at most 1, or 0 when unpaired; a returned block more
-   than ``max_excess`` times louder counts in inverse proportion. So concealment counts no more
-   than its faded energy (plus that tolerance), and noise in its place counts little.
+   (after the returned level is taken out: the median energy ratio of the utterance's blocks
+   that came back at all; within ``codec_tolerance`` counts as all), at most 1, or 0 when
+   unpaired; a returned block more than ``max_excess`` times louder counts in inverse
+   proportion. So concealment counts no more than its faded energy (plus that tolerance), and
+   noise in its place counts little.
+
+Known limits (tests/test_soak_speech_back.py measures them): damage that cuts through 20 ms
+blocks counts per block, so a block partly lost can count in full when its neighbour's audio
+moved in (audio chopped every other 40 ms reads ~0.64, not 0.5); an utterance damaged past
+recognition counts 0 (the measure errs low there: 20 % packet loss at the server of December
+2026 read 0).
 
 ``fraction`` = the sum of those shares / the number of sent speech blocks measured.
 """
@@ -48,7 +55,8 @@ RATE_HZ = 48_000
 SUB_SAMPLES = 48  # 1 ms: the alignment step
 SUBS_PER_BLOCK = 20  # a 20 ms block, one packet of the client's audio
 COARSE_SUBS = 5  # the first, coarse search steps 5 ms
-OFF_ALIGNMENT_COST = 0.02  # per block that a pair lies off the utterance's alignment
+OFF_ALIGNMENT_COST = 0.005  # per block that a pair lies off the utterance's alignment
+GAP_COST = 0.5  # per block left unpaired inside a pairing (a pair's similarity is 0..1)
 SUB_S = SUB_SAMPLES / RATE_HZ
 BLOCK_S = SUBS_PER_BLOCK * SUB_S
 # The server works at 16 kHz: nothing above 8 kHz can come back (its resamplers roll off
@@ -69,10 +77,16 @@ class SpeechBackOptions:
     track_s: float = 0.25
     min_correlation: float = 0.4
     min_correlation_anywhere: float = 0.7
+    # Before any utterance is found, the track is the delay at which the first run_span_s of
+    # the span correlates best: over that many seconds, noise or other words correlate under
+    # 0.1. (Longer would cost memory: lags x samples.)
+    min_correlation_run: float = 0.3
+    run_span_s: float = 20.0
     # Edits inside one utterance shift the rest of it: up to 500 ms either way in all.
     max_shift_blocks: int = 25
-    min_gain: float = 0.5
-    max_gain: float = 2.0
+    # The server returns speech at its own level (about half the energy here: -3 dB).
+    min_gain: float = 0.25
+    max_gain: float = 4.0
     # Opus (twice) and the resamplers move a 20 ms block's energy by a few % either way (5th
     # percentile -8 %): a block back within this share either way counts in full.
     codec_tolerance: float = 0.1
@@ -201,6 +215,7 @@ def speech_back(
     opts = options or SpeechBackOptions()
     period = clip.blocks
     context = round(opts.context_s / BLOCK_S)
+    run_delay_s = _run_delay_s(clip, sent_at_s, returned, start_s, end_s, opts)
     at_s: list[float] = []
     fractions: list[float] = []
     delays: list[float] = []
@@ -218,7 +233,7 @@ def speech_back(
                 [clip.sub_energy[_block_subs(n % period)] for n in range(first, stop)]
             )
             found = [d for d in delays if math.isfinite(d)][-3:]
-            track = float(np.median(found)) if found else None
+            track = float(np.median(found)) if found else run_delay_s
             speech_blocks, credit, delay_s = _one_utterance(
                 sent, t0, clip.threshold, returned, track, opts
             )
@@ -235,6 +250,40 @@ def speech_back(
         utterance_fraction=np.asarray(fractions, np.float64),
         utterance_delay_s=np.asarray(delays, np.float64),
     )
+
+
+def _level(ratios: F64, opts: SpeechBackOptions) -> float:
+    """The returned audio's level against the sent: the median energy ratio of the speech
+    blocks that came back at all (a tenth of their energy or more: losses must not lower it),
+    within [min_gain, max_gain]; 1 when none did."""
+    back = ratios[ratios >= 0.1]
+    return float(np.clip(np.median(back), opts.min_gain, opts.max_gain)) if back.size else 1.0
+
+
+def _run_delay_s(
+    clip: ClipSpeech,
+    sent_at_s: F64,
+    returned: ReturnedAudio,
+    start_s: float,
+    end_s: float,
+    opts: SpeechBackOptions,
+) -> float | None:
+    """The delay at which what was sent in the first ``run_span_s`` from ``start_s`` correlates
+    best with the returned audio (None under ``min_correlation_run``): where the first
+    utterances are looked for."""
+    period = clip.blocks
+    stop_s = min(end_s - opts.max_delay_s, start_s + opts.run_span_s)
+    sent_index = np.flatnonzero((sent_at_s >= start_s) & (sent_at_s < stop_s))
+    if not period or sent_index.size < 2 or not math.isfinite(returned.start_s):
+        return None
+    first = int(sent_index[0])
+    sent = np.concatenate([clip.sub_energy[_block_subs(int(n) % period)] for n in sent_index])
+    t0_s = float(sent_at_s[first])
+    q0 = round((t0_s - returned.start_s) / SUB_S)
+    lags = round(opts.max_delay_s / SUB_S)
+    recv = _slice(returned.sub_energy, q0, q0 + lags + sent.shape[0] + SUBS_PER_BLOCK)
+    lag = _best_lag(_envelope(sent), _envelope(recv), 0, lags, opts.min_correlation_run)
+    return None if lag < 0 else returned.start_s + (q0 + lag) * SUB_S - t0_s
 
 
 def _block_subs(block: int) -> slice:
@@ -283,8 +332,8 @@ def _one_utterance(
     phases = np.arange(-SUBS_PER_BLOCK // 2, SUBS_PER_BLOCK // 2)
     starts = np.clip(lag + phases, 0, None)
     got = np.stack([_blocks(recv[a : a + width + 2 * margin]) for a in starts])
-    diagonal = got[:, shift : shift + sent_blocks.shape[0]][:, speech]
-    gain = np.clip(np.median(diagonal / sent_blocks[speech], axis=1), opts.min_gain, opts.max_gain)
+    ratios = got[:, shift : shift + sent_blocks.shape[0]][:, speech] / sent_blocks[speech]
+    gain = np.asarray([_level(r, opts) for r in ratios])
     got = got / gain[:, None]
     best, pairs = _pair(sent_blocks, got, shift, 0.25 * threshold)
     delay_s = returned.start_s + (q0 + int(starts[best])) * SUB_S - t0_s
@@ -332,29 +381,36 @@ def _pair(sent: F64, got: F64, shift: int, floor: float) -> tuple[int, list[tupl
     """The best of the candidate alignments ``got`` (one row each) and its pairing.
 
     A pairing is monotone and one-to-one between ``sent`` blocks and a row's blocks
-    (``got[r, j]`` sits at ``sent[j - shift]``; pairs at most ``shift`` away); it maximises the
-    summed similarity: min / max of the two energies (``floor`` added to both, so that silences
-    match), less ``OFF_ALIGNMENT_COST`` per block away from the alignment (else a rhythmic
-    voice could pair with the syllable before). Returns (row, [(sent index, got index)])."""
+    (``got[r, j]`` sits at ``sent[j - shift]``; pairs at most ``shift`` away). It maximises the
+    summed similarity of its pairs, min / max of the two energies (``floor`` added to both, so
+    that silences match), less ``GAP_COST`` per block left unpaired inside it (a sent block lost
+    or a returned one inserted: returned blocks before the first pair and after the last are
+    free) and ``OFF_ALIGNMENT_COST`` per block a pair lies off the alignment. So a 40 ms frame
+    dropped or inserted costs once and the rest pairs with its own audio again, while pairing
+    around every hole to borrow a neighbour's energy does not pay. Returns (row, [(sent index,
+    got index)])."""
     n, m = sent.shape[0], got.shape[1]
     offset = np.abs(np.arange(m)[None, :] - shift - np.arange(n)[:, None])
     lo = np.minimum(sent[None, :, None], got[:, None, :]) + floor
     hi = np.maximum(sent[None, :, None], got[:, None, :]) + floor
     similarity = np.where(offset <= shift, lo / hi - OFF_ALIGNMENT_COST * offset, -np.inf)
     rows = got.shape[0]
-    score = np.zeros((n + 1, rows, m + 1))
+    ramp = GAP_COST * np.arange(m + 1)
+    score = np.zeros((n + 1, rows, m + 1))  # row 0: returned blocks before the first pair, free
     for i in range(1, n + 1):
-        best = score[i - 1].copy()  # sent block i-1 unpaired (lost)
+        best = score[i - 1] - GAP_COST  # sent block i-1 unpaired (lost)
         best[:, 1:] = np.maximum(best[:, 1:], score[i - 1, :, :-1] + similarity[:, i - 1])
-        score[i] = np.maximum.accumulate(best, axis=1)  # a returned block unpaired (inserted)
-    row = int(np.argmax(score[n, :, m]))
+        # a returned block unpaired (inserted): score[i, j - 1] - GAP_COST, as a running max
+        score[i] = np.maximum.accumulate(best + ramp, axis=1) - ramp
+    end = score[n]  # returned blocks after the last pair, free
+    row, last = (int(k) for k in np.unravel_index(int(np.argmax(end)), end.shape))
     s = score[:, row, :]
-    pairs = []
-    i, j = n, m
+    pairs: list[tuple[int, int]] = []
+    i, j = n, last
     while i > 0 and j > 0:
-        if s[i, j] == s[i, j - 1]:
+        if s[i, j] == s[i, j - 1] - GAP_COST:
             j -= 1
-        elif s[i, j] == s[i - 1, j]:
+        elif s[i, j] == s[i - 1, j] - GAP_COST:
             i -= 1
         else:
             pairs.append((i - 1, j - 1))
