@@ -243,7 +243,7 @@ def peer_figures(
     mouth = np.asarray(record.mouth, np.float64)
     threshold = mouth_threshold(mouth, options.mouth_open_fraction) if mouth.size else math.nan
     onsets = np.asarray(record.onsets_sent_at_s, np.float64)
-    onsets = onsets[onsets >= steady_s]
+    onsets = onsets[(onsets >= steady_s) & (onsets < run_end_s)]
     m2l = (
         mouth_to_lips(onsets, vt, mouth, threshold, options.mouth_max_latency_s)
         - options.receiver_video_hold_s

@@ -8,12 +8,16 @@ megabytes.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import av
 import numpy as np
 import numpy.typing as npt
 
 from streamer.bench.impairment import Impairment
 from streamer.bench.peer import FRAME_SAMPLES, RATE_HZ, LoopbackPeer
+from streamer.errors import StreamerError
 from streamer.soak.analysis import PeerRecord
 from streamer.soak.clip import SoakClip
 from streamer.soak.speech_back import SUB_SAMPLES, sub_block_energy
@@ -41,6 +45,33 @@ class MouthMeter:
         k = self.STEP
         patch = image[y0:y1:k, x0:x1:k].astype(np.float32)[None]
         return float(np.abs(self._rest - patch).mean(axis=(1, 2, 3)).min())
+
+
+def mouth_meter(health: dict[str, Any], avatar: str, avatars_dir: Path) -> MouthMeter:
+    """A meter for the avatar the server renders: its mouth box (from the model ``health``
+    reports) and its rest frames, from a local cache in ``avatars_dir``. Raises
+    :class:`StreamerError` when that cache is missing."""
+    from streamer.avatar import AvatarError, ensure_default_avatar, load_avatar
+    from streamer.crop import CropConvention
+
+    model = health.get("model") or {}
+    try:
+        loaded = (
+            ensure_default_avatar(avatars_dir)
+            if avatar == "default"
+            else load_avatar(avatar, avatars_dir)
+        )
+    except AvatarError as exc:
+        raise StreamerError(
+            f"the mouth is measured against the avatar's own frames, which need its cache here: "
+            f"{exc}"
+        ) from exc
+    crops = loaded.crops(CropConvention(model["crop"]), int(model["face_size_px"]))
+    box = crops.boxes.mean(axis=0)
+    h, w = loaded.frames.shape[1:3]
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(w, int(box[2])), min(h, int(box[3]))
+    return MouthMeter(np.asarray(loaded.frames), (x0, y0, x1, y1))
 
 
 class SoakPeer(LoopbackPeer):

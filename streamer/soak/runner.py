@@ -34,7 +34,7 @@ from streamer.soak.analysis import (
     rss_growth,
 )
 from streamer.soak.clip import SoakClip, make_clip
-from streamer.soak.peer import MouthMeter, SoakPeer
+from streamer.soak.peer import SoakPeer, mouth_meter
 
 log = logging.getLogger(__name__)
 
@@ -105,31 +105,6 @@ async def _scrape_forever(
         into.append(_sample(time.monotonic(), text))
 
 
-def _meter_for(health: dict[str, Any], avatar: str, avatars_dir: Path) -> MouthMeter:
-    """The mouth box and rest frames of the avatar the server renders (from a local cache)."""
-    from streamer.avatar import AvatarError, ensure_default_avatar, load_avatar
-    from streamer.crop import CropConvention
-
-    model = health.get("model") or {}
-    try:
-        loaded = (
-            ensure_default_avatar(avatars_dir)
-            if avatar == "default"
-            else load_avatar(avatar, avatars_dir)
-        )
-    except AvatarError as exc:
-        raise StreamerError(
-            f"the soak measures the mouth against the avatar's own frames and needs its cache "
-            f"here: {exc}"
-        ) from exc
-    crops = loaded.crops(CropConvention(model["crop"]), int(model["face_size_px"]))
-    box = crops.boxes.mean(axis=0)
-    h, w = loaded.frames.shape[1:3]
-    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
-    x1, y1 = min(w, int(box[2])), min(h, int(box[3]))
-    return MouthMeter(np.asarray(loaded.frames), (x0, y0, x1, y1))
-
-
 async def run_soak(config: SoakConfig) -> dict[str, Any]:
     """Run the soak and return the report (also written to ``out_dir/report.json``)."""
     url = config.url.rstrip("/")
@@ -149,7 +124,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         if "model" not in health:  # a server with a token shows it only to its holders
             raise StreamerError(refusal_message(401, f"{url}/health", token_from_env()))
         meter = await loop.run_in_executor(
-            None, _meter_for, health, config.avatar, config.avatars_dir
+            None, mouth_meter, health, config.avatar, config.avatars_dir
         )
         run_start_s = time.monotonic()
         scraper = asyncio.create_task(
