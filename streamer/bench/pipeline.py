@@ -30,6 +30,7 @@ import numpy as np
 
 from streamer.bench import impairment, promtext
 from streamer.bench.impairment import Impairment
+from streamer.bench.playout_metrics import playout
 from streamer.bench.report import write_section
 from streamer.client_auth import server_session
 from streamer.soak.analysis import AnalysisOptions, PeerFigures, peer_figures
@@ -39,7 +40,6 @@ from streamer.soak.peer import MouthMeter, SoakPeer, mouth_meter
 TARGET_P99_S = 0.040
 MIN_ONSETS = 5  # fewer speech onsets measured in a row: its mic-to-lips reads n/a
 AV_WINDOW_S = 5.0  # the A/V offset is read per window of this length
-TARGET_DELAY = "avatar_playout_target_delay_seconds"
 
 
 def register(kinds: Any) -> None:
@@ -127,26 +127,28 @@ def server_counters(
     after: dict[str, list[tuple[dict[str, str], float]]],
 ) -> dict[str, float]:
     """The server's counters over a row (two parsed /metrics scrapes) and its playout target
-    delay at the end (mean over sinks, ms). Metrics the server does not export read NaN, except
-    the three it always has."""
+    delay at the end (mean over sinks, ms). The playout metrics read NaN when the server does
+    not export them (:mod:`streamer.bench.playout_metrics`)."""
 
-    def delta(name: str, **labels: str) -> float:
-        return promtext.value(after, name, **labels) - promtext.value(before, name, **labels)
+    def delta(name: str) -> float:
+        return promtext.value(after, name) - promtext.value(before, name)
 
-    def new_delta(name: str, **labels: str) -> float:
-        return delta(name, **labels) if name in after else math.nan
-
-    targets = promtext.values(after, TARGET_DELAY)
+    moved = playout(after).minus(playout(before))
+    targets = list(moved.target_delay_s.values())
     return {
         "dropped": delta("avatar_input_frames_dropped_total"),
         "late_ticks": delta("avatar_ticks_late_total"),
         "underruns": delta("avatar_audio_underruns_total"),
-        "concealed": new_delta("avatar_playout_concealed_frames_total"),
-        "inserts": new_delta("avatar_playout_level_changes_total", change="insert"),
-        "skips": new_delta("avatar_playout_level_changes_total", change="skip"),
-        "speech_dropped": new_delta("avatar_speech_frames_dropped_total"),
+        "concealed": _nan(moved.concealed),
+        "inserts": _nan(moved.inserts),
+        "skips": _nan(moved.skips),
+        "speech_dropped": _nan(moved.speech_dropped),
         "target_delay_ms": float(np.mean(targets)) * 1e3 if targets else math.nan,
     }
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else x
 
 
 def frames_between(at_s: list[float], t0: float, t1: float) -> int:

@@ -25,11 +25,6 @@ def value(
     )
 
 
-def values(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) -> list[float]:
-    """Every sample of ``name`` (one per label set; empty when the server exports none)."""
-    return [v for _, v in samples.get(name, [])]
-
-
 def buckets(
     samples: dict[str, list[tuple[dict[str, str], float]]], name: str
 ) -> list[tuple[float, float]]:
