@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from streamer.bench.pipeline import (
     _row,
     client_figures,
     measure,
+    record,
     server_counters,
 )
 from streamer.cli import build_parser
@@ -93,20 +95,51 @@ def test_the_server_counters_of_a_row_and_n_a_for_those_not_exported() -> None:
         assert math.isnan(old[name]), name
 
 
+ROW = {
+    "sessions": 2, "jitter_ms": 40.0, "loss_pct": 1.0, "p50_ms": 20.0, "p99_ms": 30.0,
+    "fps_min": 25.0, "fps_mean": 25.0, "dropped": 0.0, "late_ticks": 0.0, "underruns": 0.0,
+    "concealed": math.nan, "inserts": 3.0, "skips": 1.0, "speech_dropped": math.nan,
+    "target_delay_ms": 62.5, "onsets": 4.0, "mic_to_lips_p50_ms": math.nan,
+    "mic_to_lips_p95_ms": math.nan, "speech_back_pct": 97.25, "av_median_ms": -12.0,
+    "av_max_abs_ms": 20.0, "cpu_pct": 80.0, "client_cpu_pct": 30.0,
+}  # fmt: skip
+
+
 def test_a_row_prints_n_a_for_what_the_server_does_not_export() -> None:
-    row = {
-        "sessions": 2, "jitter_ms": 40.0, "loss_pct": 1.0, "p50_ms": 20.0, "p99_ms": 30.0,
-        "fps_min": 25.0, "fps_mean": 25.0, "dropped": 0.0, "late_ticks": 0.0, "underruns": 0.0,
-        "concealed": math.nan, "inserts": 3.0, "skips": 1.0, "speech_dropped": math.nan,
-        "target_delay_ms": 62.5, "onsets": 4.0, "mic_to_lips_p50_ms": math.nan,
-        "mic_to_lips_p95_ms": math.nan, "speech_back_pct": 97.25, "av_median_ms": -12.0,
-        "av_max_abs_ms": 20.0, "cpu_pct": 80.0, "client_cpu_pct": 30.0,
-    }  # fmt: skip
+    row = ROW
     text = _row(row)
     assert text.count("|") == HEADER.splitlines()[0].count("|")
     assert "| 2 | 40 | 1 |" in text
     assert "| n/a | 3 / 1 | n/a | 62 | n/a / n/a (4) | 97.2 % | -12 / 20 |" in text
     assert text.endswith("| yes |")
+
+
+def test_the_recorded_section_states_command_machine_date_and_every_column(
+    tmp_path: Path,
+) -> None:
+    args = build_parser().parse_args(
+        ["bench", "pipeline", "--sessions", "2", "--jitter-ms", "0,40", "--loss-pct", "1"]
+    )
+    report = tmp_path / "benchmarks.md"
+    record(args, [ROW, {**ROW, "jitter_ms": 0.0}], report)
+    text = report.read_text()
+    assert (
+        "Command: `avatar-streamer bench pipeline --sessions 2 --seconds 20 --jitter-ms 0,40 "
+        "--loss-pct 1 --seed 1`" in text
+    )
+    assert "Machine: " in text
+    assert "Date: " in text
+    header = HEADER.splitlines()[0]
+    assert header in text
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    definitions = [line for line in text.splitlines() if line.startswith("- ")]
+    # Every column is defined in one sentence (some definitions cover two related columns).
+    heads = [d[2:].split(":")[0].lower() for d in definitions]
+    for column in columns:
+        assert any(column.split()[0].lower() in head for head in heads), column
+    assert all(d.count(". ") == 0 for d in definitions)
+    assert text.count("| 2 | 40 | 1 |") == 1
+    assert "with 40 ms of jitter: 2 (of 2 tried)" in text
 
 
 @pytest.mark.realtime

@@ -31,7 +31,7 @@ import numpy as np
 from streamer.bench import impairment, promtext
 from streamer.bench.impairment import Impairment
 from streamer.bench.playout_metrics import playout
-from streamer.bench.report import write_section
+from streamer.bench.report import DEFAULT_REPORT, write_section
 from streamer.client_auth import server_session
 from streamer.soak.analysis import AnalysisOptions, PeerFigures, peer_figures
 from streamer.soak.clip import SoakClip, make_clip
@@ -297,7 +297,7 @@ COLUMNS = (
     "- speech frames dropped: input frames with speech the server dropped "
     "(`avatar_speech_frames_dropped_total`; n/a as above).",
     "- target delay ms: the playout buffer's target delay at the row's end, mean over its "
-    "sessions (`avatar_playout_target_delay_seconds`; n/a as above).",
+    "sinks (`avatar_playout_target_delay_seconds`; n/a as above).",
     "- mic-to-lips p50 / p95 ms (onsets): from a speech onset leaving the client to the first "
     "frame received with the mouth open, less the 40 ms an aiortc client holds each video "
     f"frame, over every session's onsets, counted in brackets (n/a with fewer than {MIN_ONSETS}).",
@@ -307,50 +307,63 @@ COLUMNS = (
     "- A/V median / max ms: the lag of the mouth's motion behind the returned audio per "
     f"{AV_WINDOW_S:g} s window (+: video late), less an aiortc client's own -40 ms; median and "
     "largest magnitude over the windows with speech.",
-    "- server CPU: the server's process time over wall time (200 % = both cores); client peers "
-    "CPU: the same for the benchmark process and its peers.",
+    "- server CPU: the server's process time over wall time (200 % = both cores).",
+    "- client peers CPU: the same for the benchmark process, which runs every client peer.",
     "- fits: p99 under 40 ms, no dropped frames and at least 24.5 fps in every session.",
 )
 
 
 def _run(args: argparse.Namespace) -> int:
     counts = [int(c) for c in args.sessions.split(",") if c.strip()]
-    jitters: list[float] = args.jitter_ms
     print(HEADER, flush=True)
     results = asyncio.run(
-        measure(counts, jitters, args.loss_pct, args.seed, args.seconds, args.warmup, args.model)
+        measure(
+            counts, args.jitter_ms, args.loss_pct, args.seed, args.seconds, args.warmup, args.model
+        )
     )
-    summary = " ".join(
+    print(summary_line(results, counts, args.jitter_ms))
+    if not args.no_record:
+        record(args, results)
+    return 0
+
+
+def summary_line(results: list[dict[str, Any]], counts: list[int], jitters: list[float]) -> str:
+    return " ".join(
         f"Most sessions at 25 fps within budget here with {j:g} ms of jitter: "
         f"{max((r['sessions'] for r in results if r['jitter_ms'] == j and _fits(r)), default=0)}"
         f" (of {', '.join(map(str, counts))} tried)."
         for j in jitters
     )
-    print(summary)
-    if not args.no_record:
-        body = (
-            "Server: `avatar-streamer serve` in its own process (built-in model unless stated, "
-            "default 512x512 avatar, VP8); clients: aiortc peers in the benchmark process, each "
-            "looping the soak's spoken clip (espeak-ng sentences with pauses; a synthetic voice "
-            f"without espeak-ng) in real time, its sent audio impaired with seed {args.seed} "
-            f"(+ session index). Measured for {args.seconds:g} s after a {args.warmup:g} s "
-            "warm-up per row; the client peers (VP8 decoding, mouth metering) share the machine "
-            "with the server.\n\n"
-            + "\n".join(COLUMNS)
-            + "\n\n"
-            + HEADER
-            + "\n"
-            + "\n".join(_row(r) for r in results)
-            + "\n\n"
-            + summary
-            + "\n"
-        )
-        cmd = (
-            f"avatar-streamer bench pipeline --sessions {args.sessions} --seconds {args.seconds:g}"
-            f" --jitter-ms {','.join(f'{j:g}' for j in jitters)} --loss-pct {args.loss_pct:g}"
-            f" --seed {args.seed}"
-        )
-        if args.model:
-            cmd += f" --model {args.model}"
-        write_section("pipeline", "Real-time pipeline: sessions, latency, fps, CPU", cmd, body)
-    return 0
+
+
+def record(
+    args: argparse.Namespace, results: list[dict[str, Any]], path: Path = DEFAULT_REPORT
+) -> None:
+    """Write the rows into the ``pipeline`` section of the report at ``path``, with the
+    command that measured them, the machine, the date and what each column means."""
+    counts = [int(c) for c in args.sessions.split(",") if c.strip()]
+    body = (
+        "Server: `avatar-streamer serve` in its own process (built-in model unless stated, "
+        "default 512x512 avatar, VP8); clients: aiortc peers in the benchmark process, each "
+        "looping the soak's spoken clip (espeak-ng phrases a second apart; a synthetic voice "
+        f"without espeak-ng) in real time, its sent audio impaired with seed {args.seed} "
+        f"(+ session index). Measured for {args.seconds:g} s after a {args.warmup:g} s warm-up "
+        "per row; the client peers (VP8 decoding, mouth metering) share the machine with the "
+        "server.\n\n"
+        + "\n".join(COLUMNS)
+        + "\n\n"
+        + HEADER
+        + "\n"
+        + "\n".join(_row(r) for r in results)
+        + "\n\n"
+        + summary_line(results, counts, args.jitter_ms)
+        + "\n"
+    )
+    cmd = (
+        f"avatar-streamer bench pipeline --sessions {args.sessions} --seconds {args.seconds:g}"
+        f" --jitter-ms {','.join(f'{j:g}' for j in args.jitter_ms)} --loss-pct {args.loss_pct:g}"
+        f" --seed {args.seed}"
+    )
+    if args.model:
+        cmd += f" --model {args.model}"
+    write_section("pipeline", "Real-time pipeline: sessions, latency, fps, CPU", cmd, body, path)
