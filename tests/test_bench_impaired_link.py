@@ -152,13 +152,12 @@ async def test_a_real_server_sees_the_holes_and_the_late_packets(runtime: Runtim
     assert link["lost"] - 5 <= got.packetsLost <= link["lost"], (got.packetsLost, link)
 
     # Jitter: with 0-60 ms per packet (order kept), RFC 3550 interarrival jitter reads ~18 ms
-    # (the schedule alone, simulated); a clean client on this shared machine reads a few ms.
-    impaired_ms, clean_ms = (
-        float(np.mean(jitter_ms["impaired"])),
-        float(np.mean(jitter_ms["clean"])),
-    )
+    # (the schedule alone, simulated); a clean client on this shared machine reads 1-8 ms (its
+    # own pacing and the event loop, which the impaired one has as well).
+    impaired_ms = float(np.mean(jitter_ms["impaired"]))
+    clean_ms = float(np.mean(jitter_ms["clean"]))
     assert impaired_ms >= 10.0, jitter_ms
-    assert impaired_ms >= 3 * clean_ms, jitter_ms
+    assert impaired_ms >= clean_ms + 5.0, jitter_ms
 
     # The client's own log: planned holds within [0, 60 ms] and really spread; each packet left
     # within 50 ms of its plan (asyncio's timer and a busy 2-core machine).
