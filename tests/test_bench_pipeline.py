@@ -89,6 +89,16 @@ def test_the_server_counters_of_a_row_and_n_a_for_those_not_exported() -> None:
         "dropped": 5.0, "late_ticks": 0.0, "underruns": 0.0, "concealed": 4.0, "inserts": 3.0,
         "skips": 0.0, "speech_dropped": 0.0, "target_delay_ms": pytest.approx(80.0),
     }  # fmt: skip
+    # Exported, but no sink yet and no level change yet: prometheus_client writes only the
+    # HELP and TYPE lines of a labelled metric before its first label set. Counted 0, and no
+    # target delay to average.
+    idle = OLD_SERVER + (
+        "# TYPE avatar_playout_level_changes_total counter\n"
+        "# TYPE avatar_playout_target_delay_seconds gauge\n"
+    )
+    quiet = server_counters(promtext.parse(idle), promtext.parse(idle))
+    assert (quiet["inserts"], quiet["skips"]) == (0.0, 0.0)
+    assert math.isnan(quiet["target_delay_ms"])
     old = server_counters(promtext.parse(OLD_SERVER), promtext.parse(OLD_SERVER))
     assert old["dropped"] == 0.0
     for name in ("concealed", "inserts", "skips", "speech_dropped", "target_delay_ms"):
