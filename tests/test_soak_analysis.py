@@ -1,9 +1,11 @@
-"""The soak's figures on synthetic series with known answers (no peers, no clock)."""
+"""The soak's figures on synthetic series with known answers (no network, no clock)."""
 
 from __future__ import annotations
 
+import fractions
 import math
 
+import av
 import numpy as np
 import pytest
 
@@ -23,7 +25,9 @@ from streamer.soak.analysis import (
     peer_figures,
     rss_growth,
 )
-from streamer.soak.clip import PACKET_SAMPLES, RATE_HZ, find_onsets, make_clip
+from streamer.soak.clip import PACKET_SAMPLES, RATE_HZ, SoakClip, find_onsets, make_clip
+from streamer.soak.peer import MouthMeter, SoakPeer
+from tests.speech_path import T0_S, call
 
 FPS = 25
 
@@ -134,6 +138,12 @@ def figures(**changes: float) -> PeerFigures:
         av_offset_median_ms=5.0,
         av_offset_max_abs_ms=20.0,
         av_drift_ms_per_h=0.0,
+        speech_back_pct=99.0,
+        speech_blocks_measured=500,
+        speech_blocks_returned=495.0,
+        utterances_measured=8,
+        utterances_found=8,
+        audio_delay_p50_ms=250.0,
     )
     base.update(changes)
     return PeerFigures(**base)  # type: ignore[arg-type]
@@ -170,6 +180,56 @@ def test_peer_figures_of_a_clean_record() -> None:
     assert fig.frames_lost == 0
     assert fig.gap_p99_ms == pytest.approx(40.0)
     assert len(series["fps"]) == 5
+
+
+def test_mouth_to_lips_takes_off_the_receivers_video_hold() -> None:
+    rec = record_with_delay(0.0)
+    t = np.asarray(rec.video_at_s)
+    mouth = np.full(t.size, 2.0)
+    rec.onsets_sent_at_s = [1010.0, 1020.0, 1030.0]
+    for onset in rec.onsets_sent_at_s:
+        mouth[(t >= onset + 0.2) & (t < onset + 0.7)] = 8.0  # opens 200 ms after each onset
+    rec.mouth = mouth.tolist()
+    fig, series = peer_figures(rec, 1000.0, 1060.0, AnalysisOptions(warmup_s=5.0))
+    assert fig.onsets_measured == 3
+    # The frame that shows the open mouth reached recv() 200 ms after the onset; it had been
+    # at the client since 160 ms (aiortc holds a frame until the next one starts).
+    assert fig.mouth_to_lips_p50_ms == pytest.approx(160.0, abs=0.5)
+    assert series["mouth_to_lips_ms"] == pytest.approx([160.0] * 3, abs=0.5)
+    held, _ = peer_figures(rec, 1000.0, 1060.0, AnalysisOptions(receiver_video_hold_s=0.0))
+    assert held.mouth_to_lips_p50_ms == pytest.approx(200.0, abs=0.5)
+
+
+async def test_a_soak_peer_keeps_what_speech_back_needs() -> None:
+    speech, voice, sent_at, back = call()
+    clip = SoakClip(voice, find_onsets(voice))
+    meter = MouthMeter(np.zeros((1, 8, 8, 3), np.uint8), (0, 0, 8, 8))
+    peer = SoakPeer("p", "http://127.0.0.1:9", clip, meter, "default")
+    try:
+        peer.track.sent_at_s[:] = sent_at.tolist()  # as if it had sent 3 loops from T0_S
+        returned = np.concatenate((np.zeros(12_000, np.float32), back))  # 250 ms later
+        for k in range(returned.size // 960):
+            block = (returned[k * 960 : (k + 1) * 960] * 32767).astype(np.int16)
+            stereo = np.stack((block, 0 * block), axis=1).reshape(1, -1)  # the left one counts
+            frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+            frame.sample_rate, frame.pts = 48_000, 960 * k
+            frame.time_base = fractions.Fraction(1, 48_000)
+            peer.on_audio(frame, T0_S + 0.02 * k + 0.03)  # arriving 30 ms after each is due
+        record = peer.finish()
+    finally:
+        await peer.aclose()
+    assert record.clip_speech is clip.speech
+    assert len(record.audio_sub_energy) == len(record.audio_sub_pos) == 20 * len(record.audio_pts)
+    fig, series = peer_figures(record, T0_S, T0_S + 40, AnalysisOptions(warmup_s=0.0))
+    assert fig.speech_back_pct >= 99.0
+    assert fig.utterances_found == fig.utterances_measured >= 3 * len(speech.utterances) - 2
+    # 250 ms + 30 ms + Opus (2 x 6.5 ms) and the resamplers.
+    assert 290 <= fig.audio_delay_p50_ms <= 300
+    assert len(series["speech_back_pct"]) == fig.utterances_measured
+    # Without what it sent, speech back is not measured (n/a), not 0.
+    record.sent_at_s = []
+    unsent, _ = peer_figures(record, T0_S, T0_S + 40, AnalysisOptions(warmup_s=0.0))
+    assert math.isnan(unsent.speech_back_pct)
 
 
 def test_the_clip_loops_on_packets_and_knows_its_onsets() -> None:

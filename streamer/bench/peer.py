@@ -19,10 +19,23 @@ import numpy.typing as npt
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from streamer.bench.impaired_link import ImpairedLink, impair_audio_sender
+from streamer.bench.impairment import Impairment
 from streamer.server.tasks import cancel_and_wait
 
 RATE_HZ = 48_000
 FRAME_SAMPLES = 960  # 20 ms
+
+
+def clip_packet(pcm: npt.NDArray[np.int16], n: int, loop: bool) -> npt.NDArray[np.int16]:
+    """Packet ``n`` (960 samples) of ``pcm``, a whole number of packets long: looped, packet n
+    is packet ``n % (len(pcm) // 960)``; else silence after the end."""
+    packets = pcm.shape[0] // FRAME_SAMPLES
+    if loop and packets:
+        n %= packets
+    if n >= packets:
+        return np.zeros(FRAME_SAMPLES, np.int16)
+    return pcm[n * FRAME_SAMPLES : (n + 1) * FRAME_SAMPLES]
 
 
 class ClipTrack(MediaStreamTrack):
@@ -32,7 +45,10 @@ class ClipTrack(MediaStreamTrack):
 
     def __init__(self, clip_48k: npt.NDArray[np.float32], loop: bool = False) -> None:
         super().__init__()
-        self._pcm = (np.clip(clip_48k, -1, 1) * 32767).astype(np.int16)
+        pcm = (np.clip(clip_48k, -1, 1) * 32767).astype(np.int16)
+        # Padded to whole packets: a looped clip repeats every len(pcm) // 960 packets exactly,
+        # which is what the soak's onset and speech bookkeeping assume.
+        self._pcm = np.concatenate((pcm, np.zeros(-pcm.shape[0] % FRAME_SAMPLES, np.int16)))
         self._repeat = loop
         self._n = 0
         self._t0: float | None = None
@@ -45,12 +61,7 @@ class ClipTrack(MediaStreamTrack):
             self._t0 = time.monotonic()
         deadline = self._t0 + self._n * FRAME_SAMPLES / RATE_HZ
         await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-        start = self._n * FRAME_SAMPLES
-        if self._repeat:
-            start %= max(1, len(self._pcm) - FRAME_SAMPLES)
-        block = self._pcm[start : start + FRAME_SAMPLES]
-        if len(block) < FRAME_SAMPLES:
-            block = np.concatenate((block, np.zeros(FRAME_SAMPLES - len(block), np.int16)))
+        block = clip_packet(self._pcm, self._n, self._repeat)
         stereo = np.stack((block, block), axis=1).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
         frame.sample_rate = RATE_HZ
@@ -123,7 +134,11 @@ class RecordingPeer:
 
 
 class LoopbackPeer(RecordingPeer):
-    """One client call against a server URL. ``aclose()`` ends it and is idempotent."""
+    """One client call against a server URL. ``aclose()`` ends it and is idempotent.
+
+    With an active ``impairment`` the audio it sends crosses an impaired network on its way
+    out (:mod:`streamer.bench.impaired_link`): ``link`` then holds what it did.
+    """
 
     def __init__(
         self,
@@ -132,16 +147,19 @@ class LoopbackPeer(RecordingPeer):
         loop: bool = False,
         keep_frames: bool = True,
         avatar: str | None = None,
+        impairment: Impairment | None = None,
     ) -> None:
         super().__init__(keep_frames)
         self.base_url = base_url.rstrip("/")
         self.track = ClipTrack(clip_48k, loop)
         self.avatar = avatar
+        self.impairment = impairment or Impairment()
+        self.link: ImpairedLink | None = None
         self.session_id: str | None = None
         self.answered_at_s: float | None = None
 
     async def connect(self, http: aiohttp.ClientSession) -> None:
-        self.pc.addTransceiver(self.track, direction="sendrecv")
+        audio = self.pc.addTransceiver(self.track, direction="sendrecv")
         self.pc.addTransceiver("video", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
@@ -153,6 +171,10 @@ class LoopbackPeer(RecordingPeer):
                 raise RuntimeError(f"offer refused: {response.status} {answer}")
         self.session_id = answer["session_id"]
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        if self.impairment.active:
+            name = f"{type(self).__name__}-{self.session_id}-impairment"
+            self.link = ImpairedLink(self.impairment.schedule(), name)
+            impair_audio_sender(audio.sender, self.link)
         self.answered_at_s = time.monotonic()
 
     async def aclose(self, http: aiohttp.ClientSession | None = None) -> None:
@@ -161,3 +183,5 @@ class LoopbackPeer(RecordingPeer):
                 pass
             self.session_id = None
         await self._close_peer()
+        if self.link is not None:
+            await self.link.aclose()

@@ -8,9 +8,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 
 def parse(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Sample name -> [(labels, value)]."""
+    """Sample name -> [(labels, value)]. A metric exported without samples yet (a labelled one
+    before its first label set) is present with none: absent means not exported."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text):
+        out.setdefault(f"{family.name}_total" if family.type == "counter" else family.name, [])
         for sample in family.samples:
             out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
     return out

@@ -2,11 +2,13 @@
 
 Times are seconds on one monotonic clock (the soak process's). A peer's record is what it
 saw: per video frame its arrival time, RTP pts (90 kHz) and mouth activity; per audio packet
-its arrival time and RMS; the send time of every speech onset in the looped clip.
+its arrival time, RMS and RTP pts (48 kHz) and its energy per 1 ms; the send time of every
+speech onset in the looped clip and of every packet it sent.
 """
 
 from __future__ import annotations
 
+import array
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -14,9 +16,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamer.soak.speech_back import ClipSpeech, SpeechBack, returned_audio, speech_back
+
 F64 = npt.NDArray[np.float64]
 
 VIDEO_PTS_PER_FRAME = 3600  # 90 kHz at 25 fps
+# An aiortc receiver's video jitter buffer releases a frame only when the next frame's first
+# packet arrives, so every frame reaches ``recv()`` one frame period (40 ms at 25 fps) after it
+# arrived. Mouth-to-lips takes it off: the figure is when the mouth reached the caller, not when
+# this particular client let go of it.
+RECEIVER_VIDEO_HOLD_S = 0.040
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class AnalysisOptions:
     freeze_gap_s: float = 0.150
     mouth_open_fraction: float = 0.25  # of the way from rest to open: "the mouth opens"
     mouth_max_latency_s: float = 1.0
+    receiver_video_hold_s: float = RECEIVER_VIDEO_HOLD_S  # taken off mouth-to-lips
 
 
 @dataclass
@@ -62,6 +72,15 @@ class PeerRecord:
     audio_at_s: list[float] = field(default_factory=list)
     audio_rms: list[float] = field(default_factory=list)
     onsets_sent_at_s: list[float] = field(default_factory=list)
+    # The returned audio for speech back: per packet its pts (48 kHz), per 1 ms its position
+    # (48 kHz samples) and energy; typed arrays keep an hour of it in tens of megabytes.
+    audio_pts: array.array[int] = field(default_factory=lambda: array.array("q"))
+    audio_sub_pos: array.array[int] = field(default_factory=lambda: array.array("q"))
+    audio_sub_energy: array.array[float] = field(default_factory=lambda: array.array("d"))
+    # What it sent: when each 20 ms packet left (packet k carried packet k % len of the looped
+    # clip) and the clip's speech; without them speech back is not measured.
+    sent_at_s: list[float] = field(default_factory=list)
+    clip_speech: ClipSpeech | None = None
 
 
 def _q(values: F64, q: float) -> float:
@@ -197,6 +216,12 @@ class PeerFigures:
     av_offset_median_ms: float
     av_offset_max_abs_ms: float
     av_drift_ms_per_h: float
+    speech_back_pct: float  # of the sent speech blocks measured, their energy that came back
+    speech_blocks_measured: int
+    speech_blocks_returned: float
+    utterances_measured: int
+    utterances_found: int
+    audio_delay_p50_ms: float  # from an utterance sent to its return, median
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -218,9 +243,10 @@ def peer_figures(
     mouth = np.asarray(record.mouth, np.float64)
     threshold = mouth_threshold(mouth, options.mouth_open_fraction) if mouth.size else math.nan
     onsets = np.asarray(record.onsets_sent_at_s, np.float64)
-    onsets = onsets[onsets >= steady_s]
+    onsets = onsets[(onsets >= steady_s) & (onsets < run_end_s)]
     m2l = (
         mouth_to_lips(onsets, vt, mouth, threshold, options.mouth_max_latency_s)
+        - options.receiver_video_hold_s
         if mouth.size
         else np.zeros(0)
     )
@@ -228,6 +254,8 @@ def peer_figures(
     av_t, av_off, _ = av_offsets(record, steady_s, run_end_s, options)
     finite = av_off[np.isfinite(av_off)]
     duration_s = max(1e-9, run_end_s - steady_s)
+    back = returned_speech(record, steady_s, run_end_s)
+    delays = back.utterance_delay_s[np.isfinite(back.utterance_delay_s)]
     figures = PeerFigures(
         name=record.name,
         time_to_first_frame_s=float(vt[0] - record.answered_at_s) if vt.size else math.nan,
@@ -246,6 +274,12 @@ def peer_figures(
         av_offset_median_ms=float(np.median(finite) * 1e3) if finite.size else math.nan,
         av_offset_max_abs_ms=float(np.abs(finite).max() * 1e3) if finite.size else math.nan,
         av_drift_ms_per_h=drift_per_hour(av_t, av_off * 1e3),
+        speech_back_pct=back.fraction * 100,
+        speech_blocks_measured=back.speech_blocks,
+        speech_blocks_returned=back.returned_blocks,
+        utterances_measured=back.utterances,
+        utterances_found=back.utterances_found,
+        audio_delay_p50_ms=float(np.median(delays) * 1e3) if delays.size else math.nan,
     )
     gap_t = vt[steady][1:] - run_start_s if g.size else np.zeros(0)
     series = {
@@ -257,8 +291,28 @@ def peer_figures(
         "av_offset_ms": [None if not math.isfinite(v) else v for v in (av_off * 1e3).tolist()],
         "mouth_to_lips_t_s": (onsets - run_start_s).tolist(),
         "mouth_to_lips_ms": [None if not math.isfinite(v) else v for v in (m2l * 1e3).tolist()],
+        "speech_back_t_s": (back.utterance_at_s - run_start_s).tolist(),
+        "speech_back_pct": (back.utterance_fraction * 100).tolist(),
+        "audio_delay_ms": [
+            None if not math.isfinite(v) else v for v in (back.utterance_delay_s * 1e3).tolist()
+        ],
     }
     return figures, series
+
+
+def returned_speech(record: PeerRecord, start_s: float, end_s: float) -> SpeechBack:
+    """Speech back (:mod:`streamer.soak.speech_back`) of the utterances ``record``'s peer sent
+    from ``start_s`` whose return fits before ``end_s``; NaN without the sent side."""
+    clip = record.clip_speech
+    if clip is None or not record.sent_at_s:
+        clip = ClipSpeech(np.zeros(0), 0.0, ())
+    returned = returned_audio(
+        np.asarray(record.audio_at_s, np.float64),
+        np.asarray(record.audio_pts, np.int64),
+        np.asarray(record.audio_sub_pos, np.int64),
+        np.asarray(record.audio_sub_energy, np.float64),
+    )
+    return speech_back(clip, np.asarray(record.sent_at_s, np.float64), returned, start_s, end_s)
 
 
 def rss_growth(times_s: F64, rss_bytes: F64, warmup_end_s: float) -> tuple[float, float]:

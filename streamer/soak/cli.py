@@ -1,4 +1,5 @@
-"""``avatar-streamer soak --url URL --peers N --minutes M [--clip FILE] --out DIR``."""
+"""``avatar-streamer soak --url URL --peers N --minutes M [--clip FILE] --out DIR``, optionally
+with the peers' sent audio impaired: ``--jitter-ms J --loss-pct P --seed S``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from streamer.bench import impairment
+
+if TYPE_CHECKING:
+    from streamer.soak.runner import SoakConfig
 
 
 def register(subparsers: Any) -> None:
@@ -40,6 +46,7 @@ def register(subparsers: Any) -> None:
     g.add_argument("--max-rss-growth-pct-h", type=float, default=5.0)
     g.add_argument("--rss-noise-mb", type=float, default=8.0)
     p.add_argument("--no-plots", action="store_true")
+    impairment.add_arguments(p, jitter_list=False)
     p.set_defaults(func=run)
 
 
@@ -49,17 +56,28 @@ def _f(x: Any, spec: str = ".1f") -> str:
     return format(x, spec)
 
 
+def _range(figures: dict[str, Any], name: str) -> str:
+    lo, hi = figures[f"{name}_min"], figures[f"{name}_max"]
+    return "n/a" if lo is None else f"{lo:.0f}-{hi:.0f} ms"
+
+
 def summary(report: dict[str, Any]) -> str:
     """One screen: the run, each peer, the server, each check."""
     c = report["config"]
+    imp = c["impairment"]
+    network = (
+        f"jitter 0-{imp['jitter_ms']:g} ms, loss {imp['loss_pct']:g} %, seed {imp['seed']} + peer"
+        if imp["jitter_ms"] > 0 or imp["loss_pct"] > 0
+        else "none"
+    )
     lines = [
         f"soak: {c['peers']} peers x {c['minutes']:g} min against {c['url']} "
         f"({report['started_utc']}, {report['machine']})",
         f"clip: {c['clip']} ({c['clip_s']:.1f} s, {c['clip_onsets']} onsets), "
-        f"warm-up {report['analysis']['warmup_s']:g} s",
+        f"warm-up {report['analysis']['warmup_s']:g} s; client audio impaired: {network}",
         "",
         "peer    first frame  fps mean/min  gaps p50/p99/max ms  freezes  lost  "
-        "mouth-to-lips p50/p95 ms  A/V median/max ms  drift ms/h",
+        "mouth-to-lips p50/p95 ms  speech back  A/V median/max ms  drift ms/h",
     ]
     for p in report["peers"]:
         lines.append(
@@ -69,6 +87,7 @@ def summary(report: dict[str, Any]) -> str:
             f"{_f(p['gap_max_ms'], '.0f'):<13} {p['freezes']:>7}  {p['frames_lost']:>4}  "
             f"{_f(p['mouth_to_lips_p50_ms'], '.0f')}/{_f(p['mouth_to_lips_p95_ms'], '.0f')} "
             f"({p['onsets_measured']} onsets)".ljust(22)
+            + f"  {_f(p['speech_back_pct'], '.1f')} %".ljust(13)
             + f"  {_f(p['av_offset_median_ms'], '+.0f')}/{_f(p['av_offset_max_abs_ms'], '.0f')}"
             f"  {_f(p['av_drift_ms_per_h'], '+.0f')}"
         )
@@ -81,6 +100,10 @@ def summary(report: dict[str, Any]) -> str:
         f"        RSS {_f(s['rss_mb_start'])} -> {_f(s['rss_mb_end'])} MB "
         f"({_f(s['rss_growth_pct_per_h'], '+.1f')} %/h), fds max {_f(s['open_fds_max'], '.0f')}, "
         f"threads max {_f(s['threads_max'], '.0f')}, tasks max {_f(s['asyncio_tasks_max'], '.0f')}",
+        f"        playout: target delay {_range(s, 'playout_target_delay_ms')}, concealed "
+        f"{_f(s['playout_concealed'], '.0f')}, level inserts/skips "
+        f"{_f(s['playout_level_inserts'], '.0f')}/{_f(s['playout_level_skips'], '.0f')}, "
+        f"speech frames dropped {_f(s['speech_frames_dropped'], '.0f')}",
         "",
     ]
     for check in report["checks"]:
@@ -94,12 +117,11 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace) -> SoakConfig:
     from streamer.soak.analysis import AnalysisOptions, Thresholds
-    from streamer.soak.plots import write_plots
-    from streamer.soak.runner import SoakConfig, run_soak
+    from streamer.soak.runner import SoakConfig
 
-    config = SoakConfig(
+    return SoakConfig(
         url=args.url,
         peers=args.peers,
         minutes=args.minutes,
@@ -122,7 +144,15 @@ def run(args: argparse.Namespace) -> int:
             av_window_s=args.av_window_s,
             receiver_bias_s=args.receiver_bias_ms / 1e3,
         ),
+        impairment=impairment.Impairment(args.jitter_ms, args.loss_pct, args.seed),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamer.soak.plots import write_plots
+    from streamer.soak.runner import run_soak
+
+    config = config_from_args(args)
     # Every peer's ICE checks are logged at INFO: keep the operator's screen for the soak.
     for name in ("aioice", "aiortc"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import tempfile
@@ -13,15 +14,24 @@ import numpy.typing as npt
 
 from streamer.bench.signals import speechlike_48k
 from streamer.offline.audio import decode_audio
+from streamer.soak.speech_back import ClipSpeech, clip_speech
 
 F32 = npt.NDArray[np.float32]
 
 RATE_HZ = 48_000
 PACKET_SAMPLES = 960  # 20 ms, what the client track sends
-SENTENCES = (
-    "Hello there. [[ ]] This is the avatar streamer speaking. [[ ]] "
-    "It moves its lips in time with every word you say. [[ ]] Twenty five frames a second."
+# Short phrases a second apart: each starts with the mouth at rest even when the mouth follows
+# the voice a few hundred ms late (a jittery network, a deep playout buffer), so each gives a
+# mouth-to-lips figure: six per loop of about 15 s.
+PHRASES = (
+    "Hello there.",
+    "This is the avatar streamer.",
+    "It moves its lips with every word.",
+    "Twenty five frames a second.",
+    "Can you see my mouth?",
+    "Goodbye for now.",
 )
+PAUSE_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -36,15 +46,23 @@ class SoakClip:
     def duration_s(self) -> float:
         return int(self.pcm.shape[0]) / RATE_HZ
 
+    @functools.cached_property
+    def speech(self) -> ClipSpeech:
+        """Its speech blocks and utterances, as speech back measures them (computed once)."""
+        return clip_speech(self.pcm)
+
 
 def synthesise() -> F32:
-    """Spoken sentences from espeak-ng when installed, else a speech-like signal."""
+    """Spoken phrases a second apart from espeak-ng when installed, else a speech-like
+    signal."""
     if shutil.which("espeak-ng") is None:
         return speechlike_48k(10.0)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
+        pause = f'<break time="{PAUSE_MS}ms"/>'
+        ssml = "<speak>" + pause.join(PHRASES) + "</speak>"
         subprocess.run(
-            ["espeak-ng", "-s", "150", "-w", str(wav), SENTENCES], check=True, timeout=60
+            ["espeak-ng", "-m", "-s", "150", "-w", str(wav), ssml], check=True, timeout=60
         )
         return decode_audio(wav).pcm_48k
 

@@ -2,18 +2,25 @@
 
 It sends the clip in a loop (real time, 20 ms packets) like :class:`LoopbackPeer` and keeps
 only numbers per received frame and packet: arrival time, pts, mouth activity (how far the
-mouth region is from the avatar at rest), audio RMS. Hours of video cost megabytes.
+mouth region is from the avatar at rest), audio RMS and energy per 1 ms. Hours of video cost
+megabytes.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import numpy.typing as npt
 
+from streamer.bench.impairment import Impairment
 from streamer.bench.peer import FRAME_SAMPLES, RATE_HZ, LoopbackPeer
+from streamer.errors import StreamerError
 from streamer.soak.analysis import PeerRecord
 from streamer.soak.clip import SoakClip
+from streamer.soak.speech_back import SUB_SAMPLES, sub_block_energy
 
 U8 = npt.NDArray[np.uint8]
 
@@ -40,11 +47,48 @@ class MouthMeter:
         return float(np.abs(self._rest - patch).mean(axis=(1, 2, 3)).min())
 
 
+def mouth_meter(health: dict[str, Any], avatar: str, avatars_dir: Path) -> MouthMeter:
+    """A meter for the avatar the server renders: its mouth box (from the model ``health``
+    reports) and its rest frames, from a local cache in ``avatars_dir``. Raises
+    :class:`StreamerError` when that cache is missing."""
+    from streamer.avatar import AvatarError, ensure_default_avatar, load_avatar
+    from streamer.crop import CropConvention
+
+    model = health.get("model") or {}
+    try:
+        loaded = (
+            ensure_default_avatar(avatars_dir)
+            if avatar == "default"
+            else load_avatar(avatar, avatars_dir)
+        )
+    except AvatarError as exc:
+        raise StreamerError(
+            f"the mouth is measured against the avatar's own frames, which need its cache here: "
+            f"{exc}"
+        ) from exc
+    crops = loaded.crops(CropConvention(model["crop"]), int(model["face_size_px"]))
+    box = crops.boxes.mean(axis=0)
+    h, w = loaded.frames.shape[1:3]
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(w, int(box[2])), min(h, int(box[3]))
+    return MouthMeter(np.asarray(loaded.frames), (x0, y0, x1, y1))
+
+
 class SoakPeer(LoopbackPeer):
     """One looping, measuring client call. ``connect``/``aclose`` as :class:`LoopbackPeer`."""
 
-    def __init__(self, name: str, base_url: str, clip: SoakClip, meter: MouthMeter, avatar: str):
-        super().__init__(base_url, clip.pcm, loop=True, keep_frames=False, avatar=avatar)
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        clip: SoakClip,
+        meter: MouthMeter,
+        avatar: str,
+        impairment: Impairment | None = None,
+    ) -> None:
+        super().__init__(
+            base_url, clip.pcm, loop=True, keep_frames=False, avatar=avatar, impairment=impairment
+        )
         self.clip = clip
         self.meter = meter
         self.record = PeerRecord(name=name, answered_at_s=0.0)
@@ -69,10 +113,18 @@ class SoakPeer(LoopbackPeer):
 
     def on_audio(self, frame: av.AudioFrame, at_s: float) -> None:
         pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
-        self.record.audio_at_s.append(at_s)
-        self.record.audio_rms.append(float(np.sqrt(np.mean((pcm.astype(np.float64) / 32768) ** 2))))
+        rec = self.record
+        rec.audio_at_s.append(at_s)
+        rec.audio_rms.append(float(np.sqrt(np.mean((pcm.astype(np.float64) / 32768) ** 2))))
+        pts = int(frame.pts or 0)
+        energy = sub_block_energy(pcm)
+        rec.audio_pts.append(pts)
+        rec.audio_sub_pos.extend(range(pts, pts + energy.shape[0] * SUB_SAMPLES, SUB_SAMPLES))
+        rec.audio_sub_energy.extend(energy.tolist())
 
     def finish(self) -> PeerRecord:
         self.record.answered_at_s = self.answered_at_s or 0.0
         self.record.onsets_sent_at_s = self.onsets_sent_at_s()
+        self.record.sent_at_s = list(self.track.sent_at_s)
+        self.record.clip_speech = self.clip.speech
         return self.record

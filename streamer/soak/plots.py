@@ -97,4 +97,35 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     written.append(path)
+    written.append(_target_delay(plt, t, server.get("playout_target_delay_ms", []), out_dir))
     return written
+
+
+def _target_delay(
+    plt: Any, t: list[float], per_sink: list[dict[str, float]], out_dir: Path
+) -> Path:
+    """The playout target delay at each scrape: min, mean and max across the server's sinks
+    (one line per sink would be one per session, and sessions come and go)."""
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    scraped = [(x, list(d.values())) for x, d in zip(t, per_sink, strict=True) if d]
+    if scraped:
+        x = [x for x, _ in scraped]
+        lo = [min(v) for _, v in scraped]
+        hi = [max(v) for _, v in scraped]
+        ax.fill_between(x, lo, hi, alpha=0.25, label="min-max across sinks")
+        ax.plot(x, [sum(v) / len(v) for _, v in scraped], "-", marker=".", label="mean")
+        ax.legend(loc="best", fontsize="small")
+    else:
+        note = "avatar_playout_target_delay_seconds: not exported by this server"
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
+    ax.set(
+        title="Playout target delay: min / mean / max across the server's sinks",
+        xlabel="time since start (s)",
+        ylabel="target delay (ms)",
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "playout_target_delay.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

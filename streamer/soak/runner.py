@@ -20,6 +20,8 @@ import aiohttp
 import numpy as np
 
 from streamer.bench import promtext
+from streamer.bench.impairment import Impairment
+from streamer.bench.playout_metrics import Playout, playout
 from streamer.bench.report import machine_description
 from streamer.client_auth import refusal_message, server_session, token_from_env
 from streamer.errors import StreamerError
@@ -34,7 +36,7 @@ from streamer.soak.analysis import (
     rss_growth,
 )
 from streamer.soak.clip import SoakClip, make_clip
-from streamer.soak.peer import MouthMeter, SoakPeer
+from streamer.soak.peer import SoakPeer, mouth_meter
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class SoakConfig:
     stagger_s: float = 0.5
     thresholds: Thresholds = field(default_factory=Thresholds)
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    impairment: Impairment = field(default_factory=Impairment)  # peer k draws seed + k
 
 
 @dataclass
@@ -69,6 +72,7 @@ class ServerSample:
     open_fds: float
     threads: float
     asyncio_tasks: float
+    playout: Playout
 
 
 def _sample(t_s: float, text: str) -> ServerSample:
@@ -85,6 +89,7 @@ def _sample(t_s: float, text: str) -> ServerSample:
         open_fds=promtext.value(m, "avatar_process_open_fds"),
         threads=promtext.value(m, "avatar_process_threads"),
         asyncio_tasks=promtext.value(m, "avatar_asyncio_tasks"),
+        playout=playout(m),
     )
 
 
@@ -103,31 +108,6 @@ async def _scrape_forever(
             log.warning("soak: /metrics scrape failed: %s", exc)
             continue
         into.append(_sample(time.monotonic(), text))
-
-
-def _meter_for(health: dict[str, Any], avatar: str, avatars_dir: Path) -> MouthMeter:
-    """The mouth box and rest frames of the avatar the server renders (from a local cache)."""
-    from streamer.avatar import AvatarError, ensure_default_avatar, load_avatar
-    from streamer.crop import CropConvention
-
-    model = health.get("model") or {}
-    try:
-        loaded = (
-            ensure_default_avatar(avatars_dir)
-            if avatar == "default"
-            else load_avatar(avatar, avatars_dir)
-        )
-    except AvatarError as exc:
-        raise StreamerError(
-            f"the soak measures the mouth against the avatar's own frames and needs its cache "
-            f"here: {exc}"
-        ) from exc
-    crops = loaded.crops(CropConvention(model["crop"]), int(model["face_size_px"]))
-    box = crops.boxes.mean(axis=0)
-    h, w = loaded.frames.shape[1:3]
-    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
-    x1, y1 = min(w, int(box[2])), min(h, int(box[3]))
-    return MouthMeter(np.asarray(loaded.frames), (x0, y0, x1, y1))
 
 
 async def run_soak(config: SoakConfig) -> dict[str, Any]:
@@ -149,7 +129,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         if "model" not in health:  # a server with a token shows it only to its holders
             raise StreamerError(refusal_message(401, f"{url}/health", token_from_env()))
         meter = await loop.run_in_executor(
-            None, _meter_for, health, config.avatar, config.avatars_dir
+            None, mouth_meter, health, config.avatar, config.avatars_dir
         )
         run_start_s = time.monotonic()
         scraper = asyncio.create_task(
@@ -157,7 +137,9 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         )
         try:
             for k in range(config.peers):
-                peer = SoakPeer(f"peer{k + 1}", url, clip, meter, config.avatar)
+                peer = SoakPeer(
+                    f"peer{k + 1}", url, clip, meter, config.avatar, config.impairment.for_peer(k)
+                )
                 peers.append(peer)
                 try:
                     await peer.connect(http)
@@ -211,6 +193,8 @@ def server_figures(
             return None
         return float(getattr(last, name) - getattr(first, name))
 
+    moved = last.playout.minus(first.playout) if first is not None and last is not None else None
+    targets_ms = [1e3 * v for s in steady for v in s.playout.target_delay_s.values()]
     figures = {
         "frame_latency_p99_ms": None if math.isnan(p99_ms) else p99_ms,
         "frames": delta("frames"),
@@ -224,6 +208,12 @@ def server_figures(
         "open_fds_max": max((s.open_fds for s in samples), default=None),
         "threads_max": max((s.threads for s in samples), default=None),
         "asyncio_tasks_max": max((s.asyncio_tasks for s in samples), default=None),
+        "playout_concealed": None if moved is None else moved.concealed,
+        "playout_level_inserts": None if moved is None else moved.inserts,
+        "playout_level_skips": None if moved is None else moved.skips,
+        "speech_frames_dropped": None if moved is None else moved.speech_dropped,
+        "playout_target_delay_ms_min": min(targets_ms, default=None),
+        "playout_target_delay_ms_max": max(targets_ms, default=None),
     }
     series = {
         "t_s": (t - run_start_s).tolist(),
@@ -236,6 +226,10 @@ def server_figures(
         "threads": [s.threads for s in samples],
         "asyncio_tasks": [s.asyncio_tasks for s in samples],
         "sessions": [s.sessions for s in samples],
+        # Every sink's target delay at each scrape (sinks come and go with sessions).
+        "playout_target_delay_ms": [
+            {sink: 1e3 * v for sink, v in s.playout.target_delay_s.items()} for s in samples
+        ],
     }
     return figures, series
 
@@ -278,7 +272,10 @@ def build_report(
             "clip_onsets": len(clip.onset_samples),
             "avatar": config.avatar,
             "measured_s": round(run_end_s - run_start_s, 3),
+            "impairment": {**asdict(config.impairment), "seeds": "seed + peer index"},
         },
+        # What each peer's impaired network did to the audio it sent (absent: not impaired).
+        "client_network": {p.record.name: p.link.stats() for p in peers if p.link is not None},
         "thresholds": asdict(config.thresholds),
         "analysis": asdict(opts),
         "passed": all(c.ok for c in checks),
