@@ -49,7 +49,7 @@ def test_target_covers_uniform_jitter_and_clamps_to_its_bounds() -> None:
     assert 0.06 <= est.target_s <= 0.07  # the top of the bucket holding p95 of 500 ms peaks
     quiet = DelayEstimator()
     feed(quiet, np.zeros(3000))
-    assert quiet.target_s == pytest.approx(0.02)  # the floor
+    assert quiet.target_s == pytest.approx(quiet.config.min_delay_s)  # the floor
     huge = DelayEstimator()
     feed(huge, rng.uniform(0, 2.0, 3000))
     assert huge.target_s == pytest.approx(huge.config.max_delay_s)
@@ -59,7 +59,8 @@ def test_one_late_packet_raises_the_target_at_once_and_it_falls_back_later() -> 
     est = DelayEstimator(JitterConfig(late_hold_s=5.0))
     delays = np.zeros(3000)  # 60 s
     feed(est, delays[:1500])
-    assert est.target_s == pytest.approx(0.02)
+    floor = est.config.min_delay_s
+    assert est.target_s == pytest.approx(floor)
     late = 0.03 + 0.2  # 200 ms later than the 30 ms path
     est.observe(1501 * PACKET_S + late, 1501 * PACKET_S)
     assert est.target_s >= 0.2  # on the spot: the next such packet would be in time
@@ -72,7 +73,7 @@ def test_one_late_packet_raises_the_target_at_once_and_it_falls_back_later() -> 
         history.append((t_s, est.target_s))
     raised = [t for t, target in history if target >= 0.2]
     assert 4.0 <= raised[-1] - raised[0] <= 8.0  # held a few seconds, then back down
-    assert history[-1][1] == pytest.approx(0.02)
+    assert history[-1][1] == pytest.approx(floor)
 
 
 def test_repeated_lateness_keeps_the_target_up_one_spike_does_not_move_it_by_itself() -> None:

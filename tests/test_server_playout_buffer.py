@@ -95,7 +95,7 @@ def test_uniform_jitter_loses_nothing_and_the_delay_settles_above_it(
     assert p.stats.dropped_input_frames == 0
     assert p.stats.concealed <= 3  # at most one hold while the target first settles
     steady = delays_ms(result, after_s=30.0)
-    # The target covers the jitter; the delay stays within a frame (+ hysteresis) above it.
+    # The target covers the jitter; the delay stays within a frame above it.
     assert p.target_delay_s * 1e3 <= max(20, jitter_ms) + 15
     assert float(np.max(steady)) <= p.target_delay_s * 1e3 + 55
 
@@ -130,7 +130,7 @@ def test_a_stall_longer_than_the_maximum_drops_only_what_is_beyond_it(clip: np.n
     assert float(np.max(later)) <= 80  # back to normal in the pauses after
 
 
-def test_loss_becomes_concealment_of_equal_length_without_adding_delay(clip: np.ndarray) -> None:
+def test_loss_becomes_concealment_of_equal_length_and_costs_no_hold(clip: np.ndarray) -> None:
     n = int(60 / PACKET_S)
     lost = np.random.default_rng(7).random(n) < 0.02
     lost[:10] = False
@@ -144,10 +144,12 @@ def test_loss_becomes_concealment_of_equal_length_without_adding_delay(clip: np.
     assert lossy.stats.gaps_filled == runs  # one gap per run of lost packets
     assert lossy.stats.gap_samples_filled == 320 * int(inner.sum())  # of equal length
     assert lossy.stats.dropped_input_frames == 0
-    # Later audio keeps its place: the same input frames play at the same ticks.
-    frames = [(j.output_index, j.input_frame) for j in clean_run.jobs]
-    assert [(j.output_index, j.input_frame) for j in lossy_run.jobs] == frames
-    assert abs(np.median(delays_ms(lossy_run)) - np.median(delays_ms(clean_run))) < 5
+    # A frame whose audio was lost completes with the packet after it, 20 ms later: the target
+    # grows by that much (one bucket or two) instead of frames waiting in speech.
+    assert lossy.stats.concealed == 0
+    assert lossy.target_delay_s <= clean.target_delay_s + 0.03
+    assert np.median(delays_ms(lossy_run)) <= np.median(delays_ms(clean_run)) + 45
+    # Later audio keeps its place: every input frame plays once, in order (checked above).
 
 
 def test_a_sender_restarting_its_clock_is_a_new_start_not_a_huge_gap(clip: np.ndarray) -> None:

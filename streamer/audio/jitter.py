@@ -37,7 +37,7 @@ F64 = npt.NDArray[np.float64]
 class JitterConfig:
     """Playout delay bounds and the statistics behind the target (seconds)."""
 
-    min_delay_s: float = 0.02
+    min_delay_s: float = 0.01
     # Audio later than this is dropped (counted) rather than waited for: it bounds latency.
     max_delay_s: float = 0.4
     # The target before the first interval closes (NetEq starts at 80 ms too).

@@ -63,12 +63,11 @@ class PipelineConfig:
     blend_frames: int = 3
     # The adaptive playout delay (live sources); bounds and statistics.
     jitter: JitterConfig = field(default_factory=JitterConfig)
-    # Frames are skipped (in silence) once the delay is a frame period plus this above target:
-    # a band wider than one step, so a skip never calls for an insert next (no churn).
-    skip_hysteresis_s: float = 0.01
-    # A ready frame is played unless its delay is this much below the target (a tick's own
-    # lateness varies by a few milliseconds; an insert for that would be churn).
-    insert_tolerance_s: float = 0.005
+    # In a pause, a frame is inserted when the playout delay is this much below the target and
+    # one is skipped when it is a frame period less this above it: the delay stays within one
+    # frame of the target, and a step never calls for the opposite step next (a tick's own
+    # lateness varies by a few milliseconds).
+    level_tolerance_s: float = 0.005
     # A level change needs this much quiet audio before the frame it happens at (and all the
     # audio after it up to the frame's window): a pause, not the closure before a consonant.
     pause_before_s: float = 0.12
@@ -181,12 +180,12 @@ class PlayoutSnapshot:
 @dataclass(frozen=True)
 class _Completion:
     """Input frame ``frame``'s window completed at ``at_s``, with the audio ending at input
-    sample ``media_end`` (``relative_s``: how late that audio was; None for concealment)."""
+    sample ``media_end`` (``relative_s``: how late that audio was)."""
 
     frame: int
     at_s: float
     media_end: int
-    relative_s: float | None
+    relative_s: float
 
 
 class SessionPipeline:
@@ -253,7 +252,7 @@ class SessionPipeline:
         if not self._adaptive:
             return 0.0
         cfg = self.config
-        ceiling_s = cfg.jitter.max_delay_s - cfg.frame_period_s - cfg.skip_hysteresis_s
+        ceiling_s = cfg.jitter.max_delay_s - cfg.frame_period_s
         return min(self._timing.target_s, max(0.0, ceiling_s))
 
     def snapshot(self) -> PlayoutSnapshot:
@@ -335,8 +334,8 @@ class SessionPipeline:
         return fade_in(samples, round(self.config.resume_fade_s * INPUT_RATE_HZ))
 
     def _append(self, samples: F32, now_s: float, real: bool = True) -> None:
-        """Take ``samples`` arriving at ``now_s``. Real audio (not concealment) is a timing
-        observation: its end, in media time, arrived now."""
+        """Take ``samples`` arriving at ``now_s``: a timing observation (their end, in media
+        time, became available now). Concealment (``real=False``) never sets the noise floor."""
         if samples.shape[0] == 0:
             return
         before = self._mel.frames_ready()
@@ -346,7 +345,10 @@ class SessionPipeline:
         self.stats.samples_in += int(samples.shape[0])
         end = self._ring.end_index
         self._heard_at.append((end, now_s))
-        relative_s = self._timing.observe(now_s, end / INPUT_RATE_HZ) if real else None
+        # Concealment counts as audio that came now: a lost packet's frame could not complete
+        # before the packet after it, so losses raise the target (~20 ms) rather than make
+        # frames wait in speech.
+        relative_s = self._timing.observe(now_s, end / INPUT_RATE_HZ)
         for i in range(before, self._mel.frames_ready()):
             if self._completions and self._completions[-1].frame != i - 1:
                 self._completions.clear()  # frames skipped by an interrupt: start over
@@ -418,7 +420,7 @@ class SessionPipeline:
         delay_s = self._playout_delay_s(i, now_s)
         change: LevelChange | None = None
         if delay_s is not None and self._in_pause(i):
-            if delay_s < target_s - cfg.insert_tolerance_s:
+            if delay_s < target_s - cfg.level_tolerance_s:
                 # The frame waits one more tick (delay +1 frame); meanwhile the picture stays
                 # as it is (at rest, or the last image if the mouth is still fading) and the
                 # pause goes on: its last 40 ms played backwards (the join is continuous, and
@@ -436,10 +438,7 @@ class SessionPipeline:
                     dropped=dropped,
                     speech_dropped=speech_dropped,
                 )
-            # Live: skip once a whole frame plus the hysteresis above target. Fed at the tick
-            # (not adaptive), delays are exact multiples of a frame: skip any whole one.
-            margin_s = cfg.skip_hysteresis_s if self._adaptive else -cfg.insert_tolerance_s
-            if delay_s >= target_s + period_s + margin_s and i + 1 < ready:
+            if delay_s >= target_s + period_s - cfg.level_tolerance_s and i + 1 < ready:
                 self.stats.skipped += 1
                 change = LevelChange.SKIP
                 i += 1
