@@ -64,9 +64,9 @@ class PipelineConfig:
     # The adaptive playout delay (live sources); bounds and statistics.
     jitter: JitterConfig = field(default_factory=JitterConfig)
     # In a pause, a frame is inserted when the playout delay is this much below the target and
-    # one is skipped when it is a frame period less this above it: the delay stays within one
-    # frame of the target, and a step never calls for the opposite step next (a tick's own
-    # lateness varies by a few milliseconds).
+    # one is skipped when it is a frame period above it: the delay stays within about a frame
+    # of the target, and a step never calls for the opposite step next (the measured delay
+    # moves by a few milliseconds from tick to tick).
     level_tolerance_s: float = 0.005
     # A level change needs this much quiet audio before the frame it happens at (and all the
     # audio after it up to the frame's window): a pause, not the closure before a consonant.
@@ -438,7 +438,7 @@ class SessionPipeline:
                     dropped=dropped,
                     speech_dropped=speech_dropped,
                 )
-            if delay_s >= target_s + period_s - cfg.level_tolerance_s and i + 1 < ready:
+            if delay_s >= target_s + period_s and i + 1 < ready:
                 self.stats.skipped += 1
                 change = LevelChange.SKIP
                 i += 1
