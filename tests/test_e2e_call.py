@@ -8,12 +8,10 @@ explained.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 
 from streamer.bench.peer import LoopbackPeer
 from streamer.crop import CropConvention
@@ -23,14 +21,6 @@ from tests.servers import start_app
 from tests.speech import spoken_clip
 
 pytestmark = pytest.mark.realtime
-
-
-@pytest.fixture
-async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]:
-    app = create_app(ServerConfig(), runtime)
-    runner, url = await start_app(app)
-    yield url, app
-    await runner.cleanup()
 
 
 async def test_call_lip_syncs_speech_at_25_fps(server, runtime: Runtime) -> None:

@@ -10,34 +10,24 @@ import asyncio
 import io
 import time
 import wave
-from collections.abc import AsyncIterator
 
 import aiohttp
 import av
 import numpy as np
 import pytest
-from aiohttp import web
 
 from streamer.bench.peer import Received
 from streamer.bench.viewer import WhepViewer
 from streamer.client import ChannelClient, ChannelClientError
-from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
+from streamer.server.app import SERVER, Runtime
 from streamer.server.channel_routes import CHANNELS
 from tests.audio_signals import pcm16, vowel
 from tests.media_analysis import best_lag_s, block_rms, mouth_activity
-from tests.servers import start_app
 from tests.speech import spoken_clip
 
 pytestmark = pytest.mark.realtime
 
 FRAME_S = 0.04
-
-
-@pytest.fixture
-async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]:
-    runner, url = await start_app(create_app(ServerConfig(), runtime))
-    yield url, runner.app
-    await runner.cleanup()
 
 
 def mouth_series(runtime: Runtime, frames: list[np.ndarray]) -> np.ndarray:

@@ -9,7 +9,6 @@ target costs no held frames.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
 import numpy as np
@@ -18,21 +17,12 @@ from aiohttp import web
 
 from streamer.bench.impairment import Impairment
 from streamer.bench.peer import LoopbackPeer
-from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
+from streamer.server.app import SERVER
 from streamer.server.receive import PassthroughJitterBuffer
 from tests.media_analysis import best_lag_s, block_rms
-from tests.servers import start_app
 from tests.speech import spoken_clip
 
 pytestmark = pytest.mark.realtime
-
-
-@pytest.fixture
-async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]:
-    app = create_app(ServerConfig(), runtime)
-    runner, url = await start_app(app)
-    yield url, app
-    await runner.cleanup()
 
 
 @pytest.mark.parametrize(("jitter_ms", "loss_pct"), [(40.0, 0.0), (60.0, 2.0)])

@@ -284,14 +284,18 @@ COLUMNS = (
     "- jitter ms, loss %: the impairment of the audio each client sends: every RTP packet "
     "delayed by a uniform 0..J ms without overtaking the one before, and that share of packets "
     "lost at random (real sequence-number holes); RTCP and the video untouched.",
-    "- latency p50 / p99 ms: from a frame's audio window completing to the frame handed to its "
-    "track (server /metrics histogram, 2 ms buckets, interpolated).",
+    "- latency p50 / p99 ms: from the tick that plays a frame (its deadline) to the frame "
+    "handed to its track: the server's processing per frame, the playout wait before it "
+    "excluded (server /metrics histogram, 2 ms buckets, interpolated).",
     "- fps: video frames received per second by the slowest session, and by all on average.",
-    "- dropped frames: input frames the server skipped (`avatar_input_frames_dropped_total`).",
+    "- dropped frames: input frames the server dropped for coming later than its maximum "
+    "playout delay (`avatar_input_frames_dropped_total`).",
     "- late ticks: scheduler ticks that missed their deadline (`avatar_ticks_late_total`).",
-    "- underruns: ticks with no complete audio window (`avatar_audio_underruns_total`).",
-    "- concealed: input frames the server concealed because they came too late or never "
-    "(`avatar_playout_concealed_frames_total`; n/a: the server does not export it).",
+    "- underruns: ticks whose next audio window was not complete, in speech or in a pause "
+    "(`avatar_audio_underruns_total`).",
+    "- concealed: underrun ticks during speech: the image held and the audio concealed, the "
+    "late audio played when it came (`avatar_playout_concealed_frames_total`; n/a: the server "
+    "does not export it). Lost packets are filled when the next one comes and not counted here.",
     "- level inserts / skips: 40 ms of silence the playout buffer inserted or skipped to move "
     "its level (`avatar_playout_level_changes_total`, change=insert / skip; n/a as above).",
     "- speech frames dropped: input frames with speech the server dropped "
