@@ -25,6 +25,11 @@ from tests.speech import spoken_clip
 pytestmark = pytest.mark.realtime
 
 
+def _late_ticks(app: web.Application) -> float:
+    value = app[SERVER].metrics.registry.get_sample_value("avatar_ticks_late_total")
+    return value or 0.0
+
+
 @pytest.mark.parametrize(("jitter_ms", "loss_pct"), [(40.0, 0.0), (60.0, 2.0)])
 async def test_a_jittered_lossy_caller_loses_no_speech(
     server: tuple[str, web.Application], jitter_ms: float, loss_pct: float
@@ -33,6 +38,7 @@ async def test_a_jittered_lossy_caller_loses_no_speech(
     clip = spoken_clip()  # 1 s of silence, ~8 s of speech with pauses, 1 s of silence
     impairment = Impairment(jitter_ms=jitter_ms, loss_pct=loss_pct, seed=11)
     async with aiohttp.ClientSession() as http:
+        late_before = _late_ticks(app)
         peer = LoopbackPeer(url, clip, keep_frames=False, impairment=impairment)
         await peer.connect(http)
         assert peer.session_id is not None
@@ -43,6 +49,7 @@ async def test_a_jittered_lossy_caller_loses_no_speech(
         receive_buffer = audio.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
         assert peer.link is not None
         network = peer.link.stats()
+        late_ticks = _late_ticks(app) - late_before
         await peer.aclose(http)
 
     # The network really was bad, and aiortc's buffer was not the one waiting for it.
@@ -53,14 +60,17 @@ async def test_a_jittered_lossy_caller_loses_no_speech(
 
     stats = playout.stats
     print(f"jitter {jitter_ms} ms, loss {loss_pct} %: network {network}, {playout.as_json()}")
-    assert stats.dropped_input_frames == 0
-    assert stats.dropped_speech_frames == 0
+    # A stall of the server itself (a busy CI machine: the scheduler skipping ticks) holds its
+    # audio past the maximum delay; that is the machine, not the network, and costs at most the
+    # frames it skipped. With no stall, nothing is dropped.
+    assert stats.dropped_input_frames <= late_ticks
+    assert stats.dropped_speech_frames <= late_ticks
     if loss_pct:
         assert stats.gaps_filled >= 0.5 * network["lost"]  # losses became filled gaps
     # The target covers the lateness, so frames are not held in speech for it (a couple may be
     # while the target first learns the network).
     assert playout.target_delay_s * 1e3 >= 0.6 * jitter_ms
-    assert stats.concealed <= 3
+    assert stats.concealed <= 3 + late_ticks
 
     # The speech came back whole: the returned audio's envelope follows the sent one.
     sent_env = block_rms(clip, 960)

@@ -295,7 +295,7 @@ COLUMNS = (
     "(`avatar_audio_underruns_total`).",
     "- concealed: underrun ticks during speech: the image held and the audio concealed, the "
     "late audio played when it came (`avatar_playout_concealed_frames_total`; n/a: the server "
-    "does not export it). Lost packets are filled when the next one comes and not counted here.",
+    "does not export it); lost packets are filled when the next one comes and not counted here.",
     "- level inserts / skips: 40 ms of silence the playout buffer inserted or skipped to move "
     "its level (`avatar_playout_level_changes_total`, change=insert / skip; n/a as above).",
     "- speech frames dropped: input frames with speech the server dropped "
