@@ -65,10 +65,12 @@ def measure(
     delay_s: float = 0.2133,
     start_s: float = T0_S,
     end_s: float = T0_S + 100,
+    pts_step_every_s: float = 0.0,
     **options: float,
 ) -> SpeechBack:
     """What a client receiving ``back`` ``delay_s`` after sending reads (arrival jitter 0-3 ms,
-    pts on the 48 kHz clock)."""
+    pts on the 48 kHz clock; with ``pts_step_every_s``, the pts move 40 ms against the arrivals
+    that often, as when the server skips ticks)."""
     speech, _, sent_at, _ = call()
     returned = np.concatenate((np.zeros(round(delay_s * RATE), np.float32), back))
     returned = returned[: returned.size // PACKET * PACKET]
@@ -76,10 +78,12 @@ def measure(
     rng = np.random.default_rng(11)
     at = T0_S + 0.05 + np.arange(n) * 0.02 + rng.uniform(0, 0.003, n)
     pts = np.arange(n, dtype=np.int64) * PACKET
+    if pts_step_every_s:
+        pts += (np.arange(n) * 0.02 // pts_step_every_s).astype(np.int64) * 2 * PACKET
     energy = np.concatenate(
         [sub_block_energy(returned[k * PACKET : (k + 1) * PACKET]) for k in range(n)]
     )
-    pos = np.arange(energy.size, dtype=np.int64) * 48
+    pos = np.repeat(pts, PACKET // 48) + np.tile(np.arange(0, PACKET, 48), n)
     got = returned_audio(at, pts, pos, energy)
     return speech_back(speech, sent_at, got, start_s, end_s, SpeechBackOptions(**options))  # type: ignore[arg-type]
 
@@ -99,6 +103,18 @@ def test_intact_audio_comes_back_whole_at_its_delay() -> None:
     assert got.fraction >= 0.99
     # 213.3 ms added + Opus' 2 x 6.5 ms + resamplers + 50 ms from sending to arrival.
     assert np.all(np.abs(got.utterance_delay_s - np.median(got.utterance_delay_s)) < 0.003)
+    assert 0.26 <= float(np.median(got.utterance_delay_s)) <= 0.30
+
+
+def test_rtp_positions_stepping_against_the_arrivals_do_not_move_the_measure() -> None:
+    # A server that skips ticks (a stall) stamps its audio by a sample counter: arrival minus
+    # position steps by 40 ms at each skip, ~580 times in a busy 30 min soak. The returned audio
+    # is placed by position only locally, so steps adding up to 2 s over 100 s move nothing.
+    _, _, _, back = call()
+    got = measure(back, pts_step_every_s=2.0)
+    assert got.utterances_found == got.utterances
+    assert got.fraction >= 0.99
+    assert np.all(np.abs(got.utterance_delay_s - np.median(got.utterance_delay_s)) < 0.005)
     assert 0.26 <= float(np.median(got.utterance_delay_s)) <= 0.30
 
 

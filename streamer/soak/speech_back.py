@@ -62,6 +62,9 @@ BLOCK_S = SUBS_PER_BLOCK * SUB_S
 # The server works at 16 kHz: nothing above 8 kHz can come back (its resamplers roll off
 # before that), so the sent side is measured below this.
 SERVER_BAND_HZ = 7_500.0
+# Received frames whose arrival places the returned audio around each (2 s of 20 ms frames):
+# far longer than arrival jitter, far shorter than the time between a stalled server's skips.
+LOCAL_OFFSET_FRAMES = 101
 
 
 @dataclass(frozen=True)
@@ -168,17 +171,41 @@ def returned_audio(
     frame_pts: npt.NDArray[np.int64],
     sub_pos: npt.NDArray[np.int64],
     sub_energy: F64,
+    window_frames: int = LOCAL_OFFSET_FRAMES,
 ) -> ReturnedAudio:
-    """Place received sub-blocks by RTP position (48 kHz samples, ``sub_pos``), not by arrival:
-    the grid's time origin is the median of (arrival - position) over the received frames."""
+    """Place received sub-blocks by RTP position (48 kHz samples, ``sub_pos``), not by arrival,
+    but only locally: a sub-block's frame sits at its position plus the median of (arrival -
+    position) over the ``window_frames`` frames around it (by position). Arrival jitter does not
+    move it, and a server that skips ticks (its positions fall 40 ms behind the wall clock at
+    each) does not drift the grid. The grid starts at the earliest placed sub-block."""
     if sub_pos.size == 0 or frame_at_s.size == 0:
         return ReturnedAudio(math.nan, np.zeros(0))
-    first = int(sub_pos.min())
-    index = np.rint((sub_pos - first) / SUB_SAMPLES).astype(np.int64)
+    order = np.argsort(frame_pts, kind="stable")
+    pts = np.asarray(frame_pts, np.int64)[order]
+    offset_s = _rolling_median(
+        np.asarray(frame_at_s, np.float64)[order] - pts / RATE_HZ, window_frames
+    )
+    frame = np.clip(np.searchsorted(pts, sub_pos, side="right") - 1, 0, pts.size - 1)
+    placed_s = sub_pos / RATE_HZ + offset_s[frame]
+    start_s = float(placed_s.min())
+    index = np.rint((placed_s - start_s) / SUB_S).astype(np.int64)
     grid = np.zeros(int(index.max()) + 1)
     grid[index] = sub_energy
-    start_s = float(np.median(frame_at_s - (frame_pts - first) / RATE_HZ))
     return ReturnedAudio(start_s, grid)
+
+
+def _rolling_median(x: F64, window: int) -> F64:
+    """The median of ``x`` over ``window`` values centred on each (fewer at the ends), computed
+    in chunks so that hours of frames need little memory."""
+    half = max(0, window // 2)
+    padded = np.concatenate((np.full(half, np.nan), x, np.full(half, np.nan)))
+    out = np.empty_like(x)
+    chunk = 4096
+    for k in range(0, x.shape[0], chunk):
+        stop = min(x.shape[0], k + chunk)
+        rows = np.lib.stride_tricks.sliding_window_view(padded[k : stop + 2 * half], 2 * half + 1)
+        out[k:stop] = np.nanmedian(rows, axis=1)
+    return out
 
 
 @dataclass(frozen=True)
