@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "streamer.bench.cli",
     "streamer.offline.cli",
     "streamer.soak.cli",
+    "streamer.doctor",
 )
 
 
