@@ -56,6 +56,23 @@ def test_report_sections_are_replaced_in_place(tmp_path: Path) -> None:
     assert "Date:" in text
 
 
+def test_the_report_is_the_clones_and_an_installed_package_only_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamer.bench import report
+    from streamer.resources import locate
+
+    assert report.default_report() == Path(__file__).resolve().parents[1] / "docs/benchmarks.md"
+    installed = locate(tmp_path / "site-packages" / "streamer", tmp_path / "user")
+    monkeypatch.setattr(report, "locate", lambda: installed)
+    monkeypatch.chdir(tmp_path)
+    assert report.default_report() is None
+    with caplog.at_level("INFO"):
+        write_section("a", "A", "cmd a", "figures")
+    assert "not recorded" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_serve_flags_become_the_server_config() -> None:
     from streamer.cli import build_parser
     from streamer.server.access import access_from_args

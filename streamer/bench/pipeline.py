@@ -31,7 +31,7 @@ import numpy as np
 from streamer.bench import impairment, promtext
 from streamer.bench.impairment import Impairment
 from streamer.bench.playout_metrics import playout
-from streamer.bench.report import DEFAULT_REPORT, write_section
+from streamer.bench.report import write_section
 from streamer.client_auth import server_session
 from streamer.resources import avatars_dir
 from streamer.soak.analysis import AnalysisOptions, PeerFigures, peer_figures
@@ -342,9 +342,10 @@ def summary_line(results: list[dict[str, Any]], counts: list[int], jitters: list
 
 
 def record(
-    args: argparse.Namespace, results: list[dict[str, Any]], path: Path = DEFAULT_REPORT
+    args: argparse.Namespace, results: list[dict[str, Any]], path: Path | None = None
 ) -> None:
-    """Write the rows into the ``pipeline`` section of the report at ``path``, with the
+    """Write the rows into the ``pipeline`` section of the report at ``path`` (default: the
+    development clone's, see :func:`~streamer.bench.report.write_section`), with the
     command that measured them, the machine, the date and what each column means."""
     counts = [int(c) for c in args.sessions.split(",") if c.strip()]
     body = (
