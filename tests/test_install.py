@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 
 import streamer
+from streamer.bench import promtext
 from streamer.bench.peer import LoopbackPeer
 from streamer.bench.signals import speechlike_48k
 from tests.servers import ServedProcess, free_port
@@ -98,6 +99,12 @@ def assert_unchanged(before: Snapshot, after: Snapshot) -> None:
     removed = sorted(set(before) - set(after))
     changed = sorted(p for p in set(before) & set(after) if before[p] != after[p])
     assert (added, removed, changed) == ([], [], []), "the install location was written to"
+
+
+async def _late_ticks(http: aiohttp.ClientSession, url: str) -> float:
+    """The server's count of scheduler ticks it skipped because it was late."""
+    async with http.get(f"{url}/metrics") as r:
+        return promtext.value(promtext.parse(await r.text()), "avatar_ticks_late_total")
 
 
 def _clean_env() -> dict[str, str]:
@@ -217,9 +224,11 @@ async def test_installed_serve_answers_pages_and_a_call(installed: Installed) ->
             async with http.get(f"{url}/static/call.js") as r:
                 assert r.status == 200
 
-            peer = LoopbackPeer(url, speechlike_48k(8.0))
+            late_before = await _late_ticks(http, url)
+            peer = LoopbackPeer(url, speechlike_48k(8.0), keep_frames=False)
             await peer.connect(http)
             await asyncio.sleep(7.0)
+            late_ticks = await _late_ticks(http, url) - late_before
             await peer.aclose(http)
         stopped = await server.stop(signal.SIGINT)
     finally:
@@ -230,16 +239,27 @@ async def test_installed_serve_answers_pages_and_a_call(installed: Installed) ->
     log = stopped.output
     assert f"preparing the default avatar in {installed.home}" in log
 
-    # 25 fps: frames counted over 5 s from the first second after the first frame. The bound
-    # (+-1 fps) is looser than test_e2e_call's (+-0.5 over 10 s): the window is half as long,
-    # and this is a smoke test of the installed package, not of the frame clock.
+    # 25 fps: the stream's timestamps step by one 25 fps frame (3600 at 90 kHz), and 125 +- 2
+    # frames arrive in the 5 s from the first second after the first one, less the ticks the
+    # server itself reported skipping (avatar_ticks_late_total): a server starved of CPU skips
+    # ticks rather than bursting, and that is the machine, not the package. (Run niced beside
+    # a soak on 2 cores, one run here got 81 frames with 59 ticks skipped; test_e2e_call's
+    # in-process server got 18.3 fps at the same time.) Audio comes with each frame: two 20 ms
+    # frames per video frame, and not silence.
     got = peer.received
     assert got.video_at_s, "no video arrived"
+    assert np.median(np.diff(got.video_pts)) == 3600
     t = np.asarray(got.video_at_s)
-    fps = np.sum((t >= t[0] + 1.0) & (t < t[0] + 6.0)) / 5.0
-    assert abs(fps - 25.0) <= 1.0, fps
-    # Audio back: 20 ms frames for about the call's length, and not silence.
-    assert len(got.audio_at_s) >= 0.8 * 7.0 * 50, len(got.audio_at_s)
+    window = (t[0] + 1.0, t[0] + 6.0)
+    frames = int(np.sum((t >= window[0]) & (t < window[1])))
+    a = np.asarray(got.audio_at_s)
+    audio_frames = int(np.sum((a >= window[0]) & (a < window[1])))
+    print(
+        f"\ninstalled serve: {frames} video and {audio_frames} audio frames in 5 s, "
+        f"{late_ticks:.0f} ticks skipped in the call"
+    )
+    assert 125 - 2 - late_ticks <= frames <= 125 + 2, (frames, late_ticks, log[-3000:])
+    assert audio_frames >= 2 * (125 - 5 - late_ticks), (audio_frames, late_ticks)
     returned = np.concatenate(got.audio_pcm).astype(np.float32) / 32768
     assert float(np.sqrt(np.mean(returned**2))) > 0.01
 
