@@ -9,6 +9,7 @@ from streamer.audio.mel import MelExtractor, compute_mel, window_start_column
 from streamer.audio.ring import SampleRing
 from streamer.errors import AudioFormatError, AudioGoneError, StreamerError
 
+# The one version string: the build reads it ([tool.hatch.version]); CHANGELOG.md says what changed.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from streamer import __version__
 from streamer.errors import StreamerError
 
 # Modules that define a ``register(subparsers)`` function, in the order of ``--help``.
@@ -23,6 +24,7 @@ _COMMAND_MODULES = (
     "streamer.bench.cli",
     "streamer.offline.cli",
     "streamer.soak.cli",
+    "streamer.doctor",
 )
 
 
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Live speech in, a lip-synced talking avatar out over WebRTC.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

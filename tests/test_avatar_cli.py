@@ -50,12 +50,33 @@ def test_avatars_lists_prepared_unprepared_and_stale(
     prepare_avatar(PORTRAIT, "ready", tmp_path, PrepareOptions(idle_seconds=0.2))
     (tmp_path / "default").mkdir()
     (tmp_path / ".hidden.prepare-x").mkdir()  # a temporary folder is not an avatar
+    (tmp_path / "stale" / "cache").mkdir(parents=True)
+    (tmp_path / "stale" / "cache" / "manifest.json").write_text("not json")
     assert main(["avatars", "--root", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["NAME", "FRAMES", "SIZE", "FPS", "STATUS"]
-    assert lines[1].split() == ["default", "-", "-", "-", "not", "prepared"]
-    assert lines[2].split() == ["ready", "5", "512x512", "25", "ok"]
-    assert len(lines) == 3
+    assert lines[0] == f"avatars in {tmp_path} (from --avatars-dir)"
+    assert lines[1].split() == ["NAME", "FRAMES", "SIZE", "FPS", "STATUS", "PATH"]
+    default = ["default", "-", "-", "-", "not", "prepared", str(tmp_path / "default")]
+    assert lines[2].split() == default
+    assert lines[3].startswith("    prepared on first use from ")
+    assert lines[4].split() == ["ready", "5", "512x512", "25", "prepared", str(tmp_path / "ready")]
+    assert lines[5].split() == ["stale", "-", "-", "-", "stale", str(tmp_path / "stale")]
+    assert "unreadable manifest" in lines[6]
+    assert len(lines) == 7
+
+
+def test_avatars_lists_the_default_before_its_first_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AVATAR_STREAMER_AVATARS_DIR", str(tmp_path / "nothing-yet"))
+    assert main(["avatars"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        f"avatars in {tmp_path / 'nothing-yet'} (from $AVATAR_STREAMER_AVATARS_DIR)"
+    )
+    assert lines[2].split()[:6] == ["default", "-", "-", "-", "not", "prepared"]
+    assert lines[3].endswith("source.jpg")
+    assert not (tmp_path / "nothing-yet").exists()  # listing writes nothing
 
 
 def test_contact_sheet_renders(tmp_path: Path) -> None:

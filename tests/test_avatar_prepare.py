@@ -158,6 +158,20 @@ def test_default_avatar_is_prepared_on_first_use(
     np.testing.assert_array_equal(again.face_boxes, avatar.face_boxes)
 
 
+def test_default_avatar_without_its_own_source_is_prepared_from_the_shipped_one(
+    tmp_path: Path,
+) -> None:
+    from streamer.resources import locate
+
+    shipped = locate().shipped_default_source
+    mtime_ns = shipped.stat().st_mtime_ns
+    avatar = ensure_default_avatar(tmp_path / "user-avatars")  # a fresh per-user folder
+    assert avatar.cache_path == tmp_path / "user-avatars" / "default" / "cache"
+    assert avatar.manifest["source"]["path"] == str(shipped)  # outside the folder: absolute
+    assert shipped.stat().st_mtime_ns == mtime_ns  # only read
+    assert not (tmp_path / "user-avatars" / "default" / "source.jpg").exists()
+
+
 # ---- bad input: one clear sentence, a typed error, nothing left behind ----
 
 

@@ -17,6 +17,17 @@ def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     assert "bench" in capsys.readouterr().out
 
 
+def test_version_is_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamer import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"avatar-streamer {__version__}\n"
+    changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
+    assert f"## {__version__} - " in changelog  # every version says what changed
+
+
 def test_python_dash_m_runs() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "streamer", "--help"], capture_output=True, text=True, check=False
@@ -43,6 +54,23 @@ def test_report_sections_are_replaced_in_place(tmp_path: Path) -> None:
     assert text.count("<!-- bench:a -->") == 1
     assert "Machine:" in text
     assert "Date:" in text
+
+
+def test_the_report_is_the_clones_and_an_installed_package_only_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamer.bench import report
+    from streamer.resources import locate
+
+    assert report.default_report() == Path(__file__).resolve().parents[1] / "docs/benchmarks.md"
+    installed = locate(tmp_path / "site-packages" / "streamer", tmp_path / "user")
+    monkeypatch.setattr(report, "locate", lambda: installed)
+    monkeypatch.chdir(tmp_path)
+    assert report.default_report() is None
+    with caplog.at_level("INFO"):
+        write_section("a", "A", "cmd a", "figures")
+    assert "not recorded" in caplog.text
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_serve_flags_become_the_server_config() -> None:

@@ -23,6 +23,7 @@ from streamer.avatar.composite import composite
 from streamer.avatar.default import ensure_default_avatar
 from streamer.bench.report import write_section
 from streamer.crop import CropConvention
+from streamer.resources import add_avatars_dir_argument, avatars_dir
 
 LOAD_TARGET_S = 0.5
 COMPOSITE_TARGET_MS = 2.0
@@ -36,14 +37,14 @@ _CHILD = (
 
 def register(kinds: Any) -> None:
     parser = kinds.add_parser("avatar", help="default avatar load time, compositor ms/frame")
-    parser.add_argument("--root", type=Path, default=Path("avatars"), help="avatar folder")
+    add_avatars_dir_argument(parser, "--root")
     parser.add_argument("--iterations", type=int, default=300, help="compositor batches per case")
     parser.add_argument("--no-record", action="store_true", help="print only")
     parser.set_defaults(func=_run_args)
 
 
 def _run_args(args: argparse.Namespace) -> int:
-    return run(args.root, args.iterations, record=not args.no_record)
+    return run(avatars_dir(args.avatars_dir), args.iterations, record=not args.no_record)
 
 
 def _stats_ms(samples_s: list[float]) -> tuple[float, float, float]:

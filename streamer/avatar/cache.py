@@ -41,6 +41,8 @@ CACHE_DIR = "cache"
 MANIFEST = "manifest.json"
 FRAMES_FILE = "frames.npy"
 
+NOT_PREPARED = "not prepared"  # list_avatars' status of a folder without a cache
+
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
@@ -174,7 +176,7 @@ def _check_source(name: str, record: dict[str, Any], avatar_dir: Path) -> None:
         raise _stale(name, f"was prepared from another version of {path}")
 
 
-def load_avatar(name: str, root: Path = Path("avatars")) -> Avatar:
+def load_avatar(name: str, root: Path) -> Avatar:
     """Load a prepared avatar (well under a second: a JSON parse and an mmap).
 
     Raises :class:`InvalidAvatarNameError`, :class:`AvatarNotFoundError`, or
@@ -220,9 +222,9 @@ def load_avatar(name: str, root: Path = Path("avatars")) -> Avatar:
     )
 
 
-def list_avatars(root: Path = Path("avatars")) -> list[tuple[str, dict[str, Any] | None, str]]:
+def list_avatars(root: Path) -> list[tuple[str, dict[str, Any] | None, str]]:
     """``(name, manifest or None, status)`` for every folder under ``root`` with a valid name;
-    status is ``"ok"``, ``"not prepared"`` or the one-sentence reason a load would fail."""
+    status is ``"ok"``, :data:`NOT_PREPARED` or the one-sentence reason a load would fail."""
     found: list[tuple[str, dict[str, Any] | None, str]] = []
     if not root.is_dir():
         return found
@@ -232,7 +234,7 @@ def list_avatars(root: Path = Path("avatars")) -> list[tuple[str, dict[str, Any]
         try:
             manifest = read_manifest(root, child.name)
         except AvatarNotFoundError:
-            found.append((child.name, None, "not prepared"))
+            found.append((child.name, None, NOT_PREPARED))
             continue
         except AvatarCacheError as exc:
             found.append((child.name, None, str(exc)))

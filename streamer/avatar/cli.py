@@ -7,8 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from streamer.avatar.cache import list_avatars
+from streamer.avatar.cache import NOT_PREPARED, list_avatars
 from streamer.avatar.prepare import PrepareOptions, PrepareProgress, prepare_avatar
+from streamer.resources import (
+    DEFAULT_AVATAR,
+    add_avatars_dir_argument,
+    avatars_dir,
+    avatars_dir_and_origin,
+    default_avatar_source,
+)
 
 
 class ProgressLine:
@@ -78,11 +85,11 @@ def register(subparsers: Any) -> None:
         default="auto",
         help="auto: mediapipe face mesh when installed, else Haar cascades",
     )
-    prep.add_argument("--root", type=Path, default=Path("avatars"), help="avatar folder")
+    add_avatars_dir_argument(prep, "--root")
     prep.set_defaults(func=_prepare)
 
     lst = subparsers.add_parser("avatars", help="list prepared avatars")
-    lst.add_argument("--root", type=Path, default=Path("avatars"), help="avatar folder")
+    add_avatars_dir_argument(lst, "--root")
     lst.set_defaults(func=_list)
 
 
@@ -103,7 +110,9 @@ def _prepare(args: argparse.Namespace) -> int:
     )
     bar = ProgressLine()
     try:
-        avatar = prepare_avatar(args.source, args.name, args.root, options, progress=bar)
+        avatar = prepare_avatar(
+            args.source, args.name, avatars_dir(args.avatars_dir), options, progress=bar
+        )
     finally:
         bar.close()
     w, h = avatar.size_wh
@@ -115,15 +124,23 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = list_avatars(args.root)
-    if not rows:
-        print(f"no avatars under {args.root}")
-        return 0
-    print(f"{'NAME':<20} {'FRAMES':>6} {'SIZE':>10} {'FPS':>4}  STATUS")
+    root, origin = avatars_dir_and_origin(args.avatars_dir)
+    print(f"avatars in {root} ({origin})")
+    rows = list_avatars(root)
+    if DEFAULT_AVATAR not in {name for name, _, _ in rows}:  # prepared there on first use
+        rows.insert(0, (DEFAULT_AVATAR, None, NOT_PREPARED))
+    print(f"{'NAME':<20} {'FRAMES':>6} {'SIZE':>10} {'FPS':>4}  {'STATUS':<12}  PATH")
     for name, manifest, status in rows:
-        if manifest is None:
-            print(f"{name:<20} {'-':>6} {'-':>10} {'-':>4}  {status}")
+        path = root / name
+        if manifest is not None:
+            w, h = manifest["frame_size_wh"]
+            size, frames, fps = f"{w}x{h}", manifest["frame_count"], manifest["fps"]
+            print(f"{name:<20} {frames:>6} {size:>10} {fps:>4}  {'prepared':<12}  {path}")
             continue
-        w, h = manifest["frame_size_wh"]
-        print(f"{name:<20} {manifest['frame_count']:>6} {f'{w}x{h}':>10} {manifest['fps']:>4}  ok")
+        label = "not prepared" if status == NOT_PREPARED else "stale"
+        print(f"{name:<20} {'-':>6} {'-':>10} {'-':>4}  {label:<12}  {path}")
+        if name == DEFAULT_AVATAR and status == NOT_PREPARED:
+            print(f"    prepared on first use from {default_avatar_source(root)}")
+        elif status != NOT_PREPARED:
+            print(f"    {status}")
     return 0

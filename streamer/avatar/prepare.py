@@ -260,7 +260,7 @@ class _FrameWriter:
 def prepare_avatar(
     source: Path,
     name: str,
-    root: Path = Path("avatars"),
+    root: Path,
     options: PrepareOptions = PrepareOptions(),
     progress: ProgressCallback | None = None,
     locator: FaceLocator | None = None,

@@ -22,7 +22,6 @@ import resource
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +31,7 @@ from streamer.bench.peer import LoopbackPeer
 from streamer.bench.report import write_section
 from streamer.bench.viewer import WhepViewer
 from streamer.client_auth import server_session
+from streamer.resources import avatars_dir
 
 KINDS = ("call, DELETE", "call, abrupt close", "viewer, DELETE", "viewer, abrupt close")
 RSS_TOLERANCE = 0.05
@@ -217,7 +217,7 @@ async def _serve_and_churn(cycles: int, warmup: int, trim: bool) -> ChurnResult:
     from streamer.server.app import ServerConfig, create_app
     from streamer.server.runtime import build_runtime
 
-    runtime = build_runtime(Path("avatars"))
+    runtime = build_runtime(avatars_dir())
     runner = web.AppRunner(create_app(ServerConfig(connect_timeout_s=5.0), runtime))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -31,8 +31,9 @@ import numpy as np
 from streamer.bench import impairment, promtext
 from streamer.bench.impairment import Impairment
 from streamer.bench.playout_metrics import playout
-from streamer.bench.report import DEFAULT_REPORT, write_section
+from streamer.bench.report import write_section
 from streamer.client_auth import server_session
+from streamer.resources import avatars_dir
 from streamer.soak.analysis import AnalysisOptions, PeerFigures, peer_figures
 from streamer.soak.clip import SoakClip, make_clip
 from streamer.soak.peer import MouthMeter, SoakPeer, mouth_meter
@@ -240,7 +241,7 @@ async def _measure_levels(
         else:
             raise RuntimeError("the server did not answer /health within 60 s")
         meter = await asyncio.get_running_loop().run_in_executor(
-            None, mouth_meter, health, "default", Path("avatars")
+            None, mouth_meter, health, "default", avatars_dir()
         )
         for n, impaired in rows:
             level = await _level(http, url, server.pid, n, impaired, clip, meter, seconds, warmup)
@@ -341,9 +342,10 @@ def summary_line(results: list[dict[str, Any]], counts: list[int], jitters: list
 
 
 def record(
-    args: argparse.Namespace, results: list[dict[str, Any]], path: Path = DEFAULT_REPORT
+    args: argparse.Namespace, results: list[dict[str, Any]], path: Path | None = None
 ) -> None:
-    """Write the rows into the ``pipeline`` section of the report at ``path``, with the
+    """Write the rows into the ``pipeline`` section of the report at ``path`` (default: the
+    development clone's, see :func:`~streamer.bench.report.write_section`), with the
     command that measured them, the machine, the date and what each column means."""
     counts = [int(c) for c in args.sessions.split(",") if c.strip()]
     body = (

@@ -1,5 +1,8 @@
 """Write benchmark figures into ``docs/benchmarks.md``, one marked section per benchmark.
 
+The report is the development clone's ``docs/benchmarks.md`` (see :mod:`streamer.resources`),
+never a path in the working directory; an installed package has no report and only prints.
+
 Each benchmark owns the text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``;
 rewriting one section leaves the others as they were. Every section states the machine and the
 date it was measured on and the command that measured it.
@@ -8,12 +11,15 @@ date it was measured on and the command that measured it.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import platform
 import re
 from pathlib import Path
 
-DEFAULT_REPORT = Path("docs/benchmarks.md")
+from streamer.resources import Layout, locate
+
+log = logging.getLogger(__name__)
 
 _HEADER = (
     "# Benchmarks\n\n"
@@ -40,10 +46,21 @@ def machine_description() -> str:
     )
 
 
-def write_section(
-    name: str, title: str, command: str, body: str, path: Path = DEFAULT_REPORT
-) -> None:
-    """Replace (or append) the section ``name`` of the report at ``path``."""
+def default_report() -> Path | None:
+    """The development clone's ``docs/benchmarks.md``; None for an installed package."""
+    found = locate()
+    if found.layout is not Layout.CHECKOUT:
+        return None
+    return found.package_dir.parent / "docs" / "benchmarks.md"
+
+
+def write_section(name: str, title: str, command: str, body: str, path: Path | None = None) -> None:
+    """Replace (or append) the section ``name`` of the report at ``path`` (default:
+    :func:`default_report`; nothing is written, and that is logged, when there is none)."""
+    path = path or default_report()
+    if path is None:
+        log.info("not recorded: docs/benchmarks.md belongs to a development clone")
+        return
     today = dt.date.today().isoformat()
     section = (
         f"<!-- bench:{name} -->\n## {title}\n\n"

@@ -40,6 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from streamer.audio.mel import FMAX_HZ, N_MELS, WINDOW_COLUMNS, mel_basis
 from streamer.crop import MOUTH_CENTER_X, MOUTH_CENTER_Y, MOUTH_WIDTH, CropConvention
+from streamer.resources import builtin_model_path
 
 F32 = npt.NDArray[np.float32]
 
@@ -326,8 +327,9 @@ def builtin_model_bytes() -> bytes:
 
 
 def default_builtin_path() -> Path:
-    """Where the repository keeps the committed built-in model (may not exist when installed)."""
-    return Path(__file__).resolve().parents[2] / "models" / "builtin.onnx"
+    """The shipped built-in model: the repository's ``models/builtin.onnx`` in a development
+    clone, the package's copy when installed (see :mod:`streamer.resources`)."""
+    return builtin_model_path()
 
 
 def write_builtin_model(path: Path) -> Path:

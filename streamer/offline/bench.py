@@ -19,6 +19,7 @@ import numpy as np
 
 from streamer.bench.report import write_section
 from streamer.bench.signals import speechlike_48k
+from streamer.resources import add_avatars_dir_argument, avatars_dir
 
 
 def register(kinds: Any) -> None:
@@ -33,7 +34,7 @@ def register(kinds: Any) -> None:
         help="builtin (default), wav2lip-random (the Wav2Lip architecture with random weights, "
         "needs torch) or an ONNX path; repeatable",
     )
-    p.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
+    add_avatars_dir_argument(p)
     p.add_argument("--no-record", action="store_true", help="print only")
     p.set_defaults(func=_run)
 
@@ -73,11 +74,12 @@ def _run(args: argparse.Namespace) -> int:
     models = args.model or ["builtin"]
     rows = []
     providers: set[str] = set()
+    avatars = avatars_dir(args.avatars_dir)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "clip.wav"
         _write_wav(wav, speechlike_48k(args.seconds))
         for model in models:
-            renderer = load_renderer(_model_path(model, Path(tmp)), "default", args.avatars_dir)
+            renderer = load_renderer(_model_path(model, Path(tmp)), "default", avatars)
             info = renderer.engine.info
             providers.update(info.providers)
             label = "wav2lip (random weights)" if model == "wav2lip-random" else info.name

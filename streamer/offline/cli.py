@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from streamer.errors import StreamerError
+from streamer.resources import add_avatars_dir_argument, avatars_dir
 
 if TYPE_CHECKING:
     from streamer.offline.render import FrameRenderer
@@ -19,7 +20,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("audio", type=Path, help="any audio file PyAV (FFmpeg) reads")
     p.add_argument("-o", "--output", type=Path, required=True, help="the MP4 to write")
     p.add_argument("--avatar", default="default")
-    p.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
+    add_avatars_dir_argument(p)
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
     p.add_argument("--batch", type=int, default=16, help="frames per model call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.audio.is_file():
         raise StreamerError(f"no such audio file: {args.audio}")
-    renderer = load_renderer(args.model, args.avatar, args.avatars_dir)
+    renderer = load_renderer(args.model, args.avatar, avatars_dir(args.avatars_dir))
     audio = decode_audio(args.audio)
     started = time.monotonic()
     progress = None if args.no_progress else ProgressBar(sys.stderr)

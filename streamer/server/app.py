@@ -23,6 +23,7 @@ from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from streamer.errors import StreamerError
+from streamer.resources import web_dir
 from streamer.server.access import (
     AccessConfig,
     access_middleware,
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -74,7 +74,7 @@ class ServerConfig:
     farewell_timeout_s: float = 0.5  # at shutdown, to send viewers their last frame
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
-    web_root: Path = WEB_ROOT
+    web_root: Path = field(default_factory=web_dir)  # the pages: see streamer.resources
     access: AccessConfig = field(default_factory=AccessConfig)  # token, viewers, CORS
     turn: TurnConfig | None = None  # TURN for the pages (GET /ice-servers) and the server's peers
 

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streamer.resources import add_avatars_dir_argument, avatars_dir
+
 if TYPE_CHECKING:  # the server stack loads only when serving (keeps the CLI quick)
     from streamer.server.access import AccessConfig
     from streamer.server.app import ServerConfig
@@ -21,7 +23,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--avatar", default="default", help="avatar used when an offer names none")
-    p.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
+    add_avatars_dir_argument(p)
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
     p.add_argument(
         "--providers",
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     config = server_config(args, access)
     providers = tuple(args.providers.split(",")) if args.providers else None
     runtime = build_runtime(
-        args.avatars_dir, args.avatar, args.model, EngineOptions(providers=providers)
+        avatars_dir(args.avatars_dir), args.avatar, args.model, EngineOptions(providers=providers)
     )
     if args.bitrate:
         set_video_bitrate(args.codec, args.bitrate)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streamer.resources import add_avatars_dir_argument, avatars_dir
 from streamer.server.cli import add_access_arguments, add_turn_arguments
 from streamer.server.microphone import (
     AudioInput,
@@ -41,7 +42,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--avatar", default="default", help="the channel's avatar")
-    p.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
+    add_avatars_dir_argument(p)
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
     p.add_argument("--codec", choices=("vp8", "h264"), default="vp8", help="video codec")
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
     turn = turn_from_args(args.turn_url, args.turn_ttl_s, os.environ)
     source = devices.open(args.device)  # fail before the model loads
     try:
-        runtime = build_runtime(args.avatars_dir, args.avatar, args.model)
+        runtime = build_runtime(avatars_dir(args.avatars_dir), args.avatar, args.model)
         config = ServerConfig(
             host=args.host,
             port=args.port,

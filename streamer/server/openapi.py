@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from streamer import __version__
 from streamer.server.access import Access, public
 
 NAME_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
@@ -401,7 +402,7 @@ def describe_api() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "avatar-streamer",
-            "version": "0.1.0",
+            "version": __version__,
             "description": "Every error is JSON {error: code, message: sentence}. Routes marked "
             "x-access control (and viewer, unless viewers are public) need "
             "Authorization: Bearer <token> when the server has a token; after too many failed "

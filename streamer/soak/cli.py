@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamer.bench import impairment
+from streamer.resources import add_avatars_dir_argument, avatars_dir
 
 if TYPE_CHECKING:
     from streamer.soak.runner import SoakConfig
@@ -27,7 +28,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--clip", type=Path, default=None, help="audio to loop (default: synthesised)")
     p.add_argument("--out", type=Path, required=True, help="directory for report.json and plots")
     p.add_argument("--avatar", default="default")
-    p.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
+    add_avatars_dir_argument(p)
     p.add_argument("--warmup-s", type=float, default=30.0, help="excluded from steady figures")
     p.add_argument("--scrape-s", type=float, default=5.0, help="seconds between /metrics scrapes")
     p.add_argument("--fps-window-s", type=float, default=10.0)
@@ -128,7 +129,7 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         out_dir=args.out,
         clip=args.clip,
         avatar=args.avatar,
-        avatars_dir=args.avatars_dir,
+        avatars_dir=avatars_dir(args.avatars_dir),
         scrape_every_s=args.scrape_s,
         thresholds=Thresholds(
             min_fps=args.min_fps,

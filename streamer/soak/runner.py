@@ -25,6 +25,7 @@ from streamer.bench.playout_metrics import Playout, playout
 from streamer.bench.report import machine_description
 from streamer.client_auth import refusal_message, server_session, token_from_env
 from streamer.errors import StreamerError
+from streamer.resources import avatars_dir as default_avatars_dir
 from streamer.server.tasks import cancel_and_wait
 from streamer.soak.analysis import (
     AnalysisOptions,
@@ -51,7 +52,9 @@ class SoakConfig:
     out_dir: Path
     clip: Path | None = None
     avatar: str = "default"
-    avatars_dir: Path = Path("avatars")
+    avatars_dir: Path = field(
+        default_factory=default_avatars_dir
+    )  # the local copy of the served avatar
     scrape_every_s: float = 5.0
     stagger_s: float = 0.5
     thresholds: Thresholds = field(default_factory=Thresholds)
