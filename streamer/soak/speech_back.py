@@ -43,6 +43,7 @@ recognition counts 0 (the measure errs low there: 20 % packet loss at the server
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -65,6 +66,9 @@ SERVER_BAND_HZ = 7_500.0
 # Received frames whose arrival places the returned audio around each (2 s of 20 ms frames):
 # far longer than arrival jitter, far shorter than the time between a stalled server's skips.
 LOCAL_OFFSET_FRAMES = 101
+# A move of the local median offset larger than this is a step (a skipped tick moves it 40 ms);
+# smaller moves are arrival jitter and leave the placement alone.
+STEP_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -174,15 +178,17 @@ def returned_audio(
     window_frames: int = LOCAL_OFFSET_FRAMES,
 ) -> ReturnedAudio:
     """Place received sub-blocks by RTP position (48 kHz samples, ``sub_pos``), not by arrival,
-    but only locally: a sub-block's frame sits at its position plus the median of (arrival -
-    position) over the ``window_frames`` frames around it (by position). Arrival jitter does not
-    move it, and a server that skips ticks (its positions fall 40 ms behind the wall clock at
-    each) does not drift the grid. The grid starts at the earliest placed sub-block."""
+    with one offset (arrival - position) per stretch of frames: a new stretch starts where the
+    median offset of the ``window_frames`` frames around a frame moves more than
+    ``STEP_S`` from the stretch's, and each stretch sits at its own median offset. Arrival
+    jitter does not move the audio (not even by a millisecond inside an utterance), and a
+    server that skips ticks (arrival minus position steps by 40 ms at each) does not drift the
+    grid. The grid starts at the earliest placed sub-block."""
     if sub_pos.size == 0 or frame_at_s.size == 0:
         return ReturnedAudio(math.nan, np.zeros(0))
     order = np.argsort(frame_pts, kind="stable")
     pts = np.asarray(frame_pts, np.int64)[order]
-    offset_s = _rolling_median(
+    offset_s = _stretch_offsets(
         np.asarray(frame_at_s, np.float64)[order] - pts / RATE_HZ, window_frames
     )
     frame = np.clip(np.searchsorted(pts, sub_pos, side="right") - 1, 0, pts.size - 1)
@@ -192,6 +198,23 @@ def returned_audio(
     grid = np.zeros(int(index.max()) + 1)
     grid[index] = sub_energy
     return ReturnedAudio(start_s, grid)
+
+
+def _stretch_offsets(offset_s: F64, window: int) -> F64:
+    """``offset_s`` made piecewise constant: stretches split where the local median moves more
+    than ``STEP_S`` from the stretch's level, each at its own median."""
+    local = _rolling_median(offset_s, window)
+    bounds = [0]
+    level = float(local[0])
+    for k in range(1, local.shape[0]):
+        if abs(float(local[k]) - level) > STEP_S:
+            bounds.append(k)
+            level = float(local[k])
+    bounds.append(local.shape[0])
+    out = np.empty_like(offset_s)
+    for a, b in itertools.pairwise(bounds):
+        out[a:b] = np.median(offset_s[a:b])
+    return out
 
 
 def _rolling_median(x: F64, window: int) -> F64:
