@@ -52,9 +52,8 @@ class SoakConfig:
     out_dir: Path
     clip: Path | None = None
     avatar: str = "default"
-    avatars_dir: Path = field(
-        default_factory=default_avatars_dir
-    )  # the local copy of the served avatar
+    # The local copy of the served avatar (its frames are the mouth meter's reference).
+    avatars_dir: Path = field(default_factory=default_avatars_dir)
     scrape_every_s: float = 5.0
     stagger_s: float = 0.5
     thresholds: Thresholds = field(default_factory=Thresholds)
