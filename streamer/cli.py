@@ -18,8 +18,8 @@ from streamer.errors import StreamerError
 
 # Modules that define a ``register(subparsers)`` function, in the order of ``--help``.
 _COMMAND_MODULES = (
-    "streamer.server.cli",
-    "streamer.server.live",
+    "streamer.server.commands.serve",
+    "streamer.server.commands.live",
     "streamer.avatar.cli",
     "streamer.bench.cli",
     "streamer.offline.cli",

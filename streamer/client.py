@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.client_auth import auth_headers, refusal_message, token_from_env
-from streamer.server.tasks import cancel_and_wait
+from streamer.tasks import DropOldestQueue, cancel_and_wait
 
 __all__ = ["ChannelClient", "ChannelClientError"]
 
@@ -51,7 +51,7 @@ class ChannelClient:
         self._ws = ws
         self._owns_http = owns_http
         # Bounded: events nobody awaits are dropped oldest first once it is full.
-        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max_events)
+        self._events: DropOldestQueue[dict[str, Any]] = DropOldestQueue(max_events)
         self.errors: list[dict[str, Any]] = []  # every error message the server sent
         self._reader = asyncio.create_task(self._read(), name="channel-client-reader")
 
@@ -94,9 +94,7 @@ class ChannelClient:
             event = msg.json()
             if event.get("type") == "error":
                 self.errors.append(event)
-            if self._events.full():
-                self._events.get_nowait()
-            self._events.put_nowait(event)
+            self._events.put_dropping(event)
 
     async def push(self, pcm: bytes | npt.NDArray[np.int16]) -> None:
         """Send PCM s16le mono at the declared rate (bytes, or an int16 array)."""

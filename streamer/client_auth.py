@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from streamer.errors import StreamerError
-from streamer.server.access import TOKEN_ENV
+from streamer.tokens import TOKEN_ENV
 
 __all__ = [
     "TokenRefusedError",

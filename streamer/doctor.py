@@ -6,6 +6,8 @@ the environment) and returns plain :class:`Facts`; it only reads, never prepares
 :func:`diagnose` is pure: it turns facts into :class:`Finding` lines, each with what to do
 about it, which is what the tests exercise. Exit status 0 when nothing stops ``serve``, 1 when
 something does (a broken install, a missing model, an exposed bind address without a token).
+
+Over 400 lines as one list of checks: each fact is gathered next to the rule that judges it.
 """
 
 from __future__ import annotations
@@ -261,7 +263,8 @@ def _audio_findings(f: Facts) -> list[Finding]:
 
 
 def _access_findings(f: Facts) -> list[Finding]:
-    from streamer.server.access import MIN_TOKEN_CHARS, TOKEN_ENV, is_loopback_host
+    from streamer.server.http.access import is_loopback_host
+    from streamer.tokens import MIN_TOKEN_CHARS, TOKEN_ENV
 
     loopback = is_loopback_host(f.host)
     if f.token_chars is not None and f.token_chars < MIN_TOKEN_CHARS:
@@ -396,7 +399,7 @@ def _writable(path: Path) -> bool:
 
 
 def _audio_inputs() -> AudioInputs:
-    from streamer.server.microphone import MicrophoneError, SoundDeviceInputs
+    from streamer.server.channels.microphone import MicrophoneError, SoundDeviceInputs
 
     try:
         devices = SoundDeviceInputs().list_inputs()
@@ -429,7 +432,7 @@ def gather(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -
             path.read_bytes() if path.is_file() else builtin_model_bytes()
         )
     root, origin = avatars_dir_and_origin(args.avatars_dir, env, resources)
-    from streamer.server.access import TOKEN_ENV
+    from streamer.tokens import TOKEN_ENV
 
     token = env.get(TOKEN_ENV, "").strip()
     return Facts(

@@ -1,7 +1,9 @@
 """Typed errors. Every error a user can cause is a :class:`StreamerError` with one clear sentence.
 
-The HTTP layer maps each class to a stable ``error`` code (its ``code`` attribute); the command
-line prints the message and exits non-zero. Nothing here imports the rest of the package.
+Each class carries what a client is told: a stable ``error`` code (``code``) and the HTTP
+status it is answered with (``status``, 400 unless the class says otherwise); the server's one
+error middleware reads both, the command line prints the message and exits non-zero. Nothing
+here imports the rest of the package.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ class StreamerError(Exception):
     """Base of every error this package raises on purpose."""
 
     code: str = "streamer_error"
+    status: int = 400
 
 
 class AudioGoneError(StreamerError):

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from streamer.server.app import Runtime, ServerConfig, create_app
-from streamer.server.runtime import build_runtime
+from streamer.server.media.runtime import build_runtime
 from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,8 +18,8 @@ import numpy as np
 from aiohttp import web
 
 from streamer.server.app import ServerConfig, create_app
-from streamer.server.render import Renderer, RenderRequest
-from streamer.server.runtime import build_runtime
+from streamer.server.media.renderer import Renderer, RenderRequest
+from streamer.server.media.runtime import build_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from streamer.cli import build_parser
-from streamer.server.live import run
+from streamer.server.commands.live import run
 from tests.test_channels_microphone import FakeDevices, FakeInput
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import av
 import numpy as np
 
 from streamer.audio.ingest import pcm_to_frame
-from streamer.server.pipeline import FrameJob, SessionPipeline
+from streamer.playout.pipeline import FrameJob, SessionPipeline
 
 PACKET_S = 0.02
 PACKET_16K = 320

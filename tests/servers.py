@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from streamer.server.protocol import JsonErrorAppRunner
+from streamer.server.http.protocol import JsonErrorAppRunner
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import functools
 import av
 import numpy as np
 
-from streamer.soak.speech_back import ClipSpeech, clip_speech
+from streamer.probe.speech_back import ClipSpeech, clip_speech
 
 RATE = 48_000
 PACKET = 960

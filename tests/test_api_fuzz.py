@@ -34,12 +34,12 @@ from schemathesis.checks import (
     unsupported_method,
 )
 
-from streamer.bench.viewer import WhepViewer
-from streamer.server.access import AccessConfig
+from streamer.probe.viewer import WhepViewer
 from streamer.server.app import ServerConfig, create_app
-from streamer.server.channels import ChannelConfig
-from streamer.server.openapi import describe_api
-from streamer.server.runtime import build_runtime
+from streamer.server.config import ChannelConfig
+from streamer.server.http.access import AccessConfig
+from streamer.server.http.openapi import describe_api
+from streamer.server.media.runtime import build_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "fuzz-token-0123456789abcdef"

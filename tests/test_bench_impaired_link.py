@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpSender
 
-from streamer.bench.impaired_link import (
+from streamer.probe.impaired_link import (
     ImpairedLink,
     ImpairmentUnsupportedError,
     impair_audio_sender,
 )
-from streamer.bench.impairment import Impairment, ImpairmentSchedule
-from streamer.bench.peer import LoopbackPeer
-from streamer.bench.signals import speechlike_48k
+from streamer.probe.impairment import Impairment, ImpairmentSchedule
+from streamer.probe.peer import LoopbackPeer
+from streamer.probe.signals import speechlike_48k
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from tests.servers import start_app
 

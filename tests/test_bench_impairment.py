@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 import pytest
 
-from streamer.bench.impairment import (
+from streamer.probe.impairment import (
     Impairment,
     ImpairmentSchedule,
     jitter_ms_list,

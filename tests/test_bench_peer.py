@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamer.bench.peer import FRAME_SAMPLES, ClipTrack, clip_packet
+from streamer.probe.peer import FRAME_SAMPLES, ClipTrack, clip_packet
 
 
 def test_a_looped_clip_repeats_every_whole_packet() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from streamer.bench import promtext
 from streamer.bench.pipeline import (
     HEADER,
     MIN_ONSETS,
@@ -18,6 +17,7 @@ from streamer.bench.pipeline import (
     server_counters,
 )
 from streamer.cli import build_parser
+from streamer.probe import promtext
 from tests.test_soak_analysis import figures
 
 

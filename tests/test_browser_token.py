@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from streamer.server.access import AccessConfig
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
-from streamer.server.channel_routes import CHANNELS
-from streamer.server.ice import TurnConfig
+from streamer.server.channels.routes import CHANNELS
+from streamer.server.http.access import AccessConfig
+from streamer.server.media.ice import TurnConfig
 from tests.browser import CHROMIUM, Browser
 from tests.servers import start_app
 from tests.speech import spoken_clip

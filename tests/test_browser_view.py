@@ -17,7 +17,7 @@ from aiohttp import web
 
 from streamer.client import ChannelClient
 from streamer.server.app import Runtime, ServerConfig, create_app
-from streamer.server.channel_routes import CHANNELS
+from streamer.server.channels.routes import CHANNELS
 from tests.audio_signals import pcm16, vowel
 from tests.browser import CHROMIUM, Browser
 from tests.media_analysis import mouth_activity

@@ -10,11 +10,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from streamer.bench.viewer import WhepViewer
+from streamer.probe.viewer import WhepViewer
 from streamer.server.app import ServerConfig, create_app
-from streamer.server.channel_routes import CHANNELS
-from streamer.server.channels import ChannelConfig, IdleTracker
-from streamer.server.runtime import build_runtime
+from streamer.server.channels.registry import IdleTracker
+from streamer.server.channels.routes import CHANNELS
+from streamer.server.config import ChannelConfig
+from streamer.server.media.runtime import build_runtime
 from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,20 +15,20 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from streamer.bench.viewer import WhepViewer
 from streamer.cli import main
 from streamer.client import ChannelClient, ChannelClientError
+from streamer.probe.viewer import WhepViewer
 from streamer.server.app import Runtime, ServerConfig, create_app
-from streamer.server.channel_routes import CHANNELS
-from streamer.server.live import attach_microphone
-from streamer.server.live import run as live_run
-from streamer.server.microphone import (
+from streamer.server.channels.microphone import (
     BlockCallback,
     InputDevice,
     MicrophoneDriver,
     MicrophoneError,
     SoundDeviceInputs,
 )
+from streamer.server.channels.routes import CHANNELS
+from streamer.server.commands.live import attach_microphone
+from streamer.server.commands.live import run as live_run
 from tests.media_analysis import block_rms
 from tests.servers import start_app
 from tests.speech import spoken_clip

@@ -17,7 +17,7 @@ import pytest
 
 from streamer.bench.churn import KINDS, RSS_TOLERANCE, churn, report
 from streamer.server.app import ServerConfig, create_app
-from streamer.server.runtime import build_runtime
+from streamer.server.media.runtime import build_runtime
 from tests.servers import start_app
 
 pytestmark = [pytest.mark.realtime, pytest.mark.slow]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.bench.report import write_section
 from streamer.cli import main
+from streamer.probe.report import write_section
 
 
 def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,7 +59,7 @@ def test_report_sections_are_replaced_in_place(tmp_path: Path) -> None:
 def test_the_report_is_the_clones_and_an_installed_package_only_prints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from streamer.bench import report
+    from streamer.probe import report
     from streamer.resources import locate
 
     assert report.default_report() == Path(__file__).resolve().parents[1] / "docs/benchmarks.md"
@@ -75,8 +75,8 @@ def test_the_report_is_the_clones_and_an_installed_package_only_prints(
 
 def test_serve_flags_become_the_server_config() -> None:
     from streamer.cli import build_parser
-    from streamer.server.access import access_from_args
-    from streamer.server.cli import server_config
+    from streamer.server.commands.serve import server_config
+    from streamer.server.http.access import access_from_args
 
     args = build_parser().parse_args(
         [

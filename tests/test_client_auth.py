@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from streamer.bench.peer import LoopbackPeer
 from streamer.client import ChannelClient, ChannelClientError
 from streamer.client_auth import TokenRefusedError, server_session, token_from_env
 from streamer.errors import StreamerError
-from streamer.server.access import TOKEN_ENV, AccessConfig
+from streamer.probe.analysis import AnalysisOptions
+from streamer.probe.peer import LoopbackPeer
 from streamer.server.app import AUTH_LIMITER, SERVER, Runtime, ServerConfig, create_app
-from streamer.server.auth_limit import FailureLimit
-from streamer.soak.analysis import AnalysisOptions
+from streamer.server.http.access import AccessConfig
+from streamer.server.http.auth_limit import FailureLimit
 from streamer.soak.runner import SoakConfig, run_soak
+from streamer.tokens import TOKEN_ENV
 from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ import aiohttp
 import numpy as np
 import pytest
 
-from streamer.bench.peer import LoopbackPeer
 from streamer.crop import CropConvention
+from streamer.probe.peer import LoopbackPeer
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from tests.media_analysis import best_lag_s, block_rms, mouth_activity
 from tests.servers import start_app

@@ -20,10 +20,10 @@ import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from streamer.bench.peer import LoopbackPeer
-from streamer.bench.signals import speechlike_48k
+from streamer.probe.peer import LoopbackPeer
+from streamer.probe.signals import speechlike_48k
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
-from streamer.server.channels import ChannelConfig
+from streamer.server.config import ChannelConfig
 from tests.servers import start_app
 
 pytestmark = pytest.mark.realtime

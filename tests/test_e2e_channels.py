@@ -16,11 +16,11 @@ import av
 import numpy as np
 import pytest
 
-from streamer.bench.peer import Received
-from streamer.bench.viewer import WhepViewer
 from streamer.client import ChannelClient, ChannelClientError
+from streamer.probe.peer import Received
+from streamer.probe.viewer import WhepViewer
 from streamer.server.app import SERVER, Runtime
-from streamer.server.channel_routes import CHANNELS
+from streamer.server.channels.routes import CHANNELS
 from tests.audio_signals import pcm16, vowel
 from tests.media_analysis import best_lag_s, block_rms, mouth_activity
 from tests.speech import spoken_clip

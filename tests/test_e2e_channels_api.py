@@ -18,14 +18,14 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from streamer.bench.peer import ClipTrack
-from streamer.bench.viewer import WhepError, WhepViewer
 from streamer.client import ChannelClient, ChannelClientError
+from streamer.playout.queue import PlayoutConfig
+from streamer.probe.peer import ClipTrack
+from streamer.probe.viewer import WhepError, WhepViewer
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
-from streamer.server.channel_routes import CHANNELS
-from streamer.server.channels import ChannelConfig
-from streamer.server.playout import PlayoutConfig
-from streamer.server.tasks import cancel_and_wait
+from streamer.server.channels.routes import CHANNELS
+from streamer.server.config import ChannelConfig
+from streamer.tasks import cancel_and_wait
 from tests.media_analysis import block_rms
 from tests.servers import serve_subprocess, start_app
 from tests.speech import spoken_clip

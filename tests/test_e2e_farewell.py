@@ -15,9 +15,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from streamer.bench.peer import LoopbackPeer, Received
-from streamer.bench.viewer import WhepViewer
 from streamer.client import ChannelClient
+from streamer.probe.peer import LoopbackPeer, Received
+from streamer.probe.viewer import WhepViewer
 from streamer.server.app import Runtime, ServerConfig, create_app
 from tests.audio_signals import pcm16, vowel
 from tests.media_analysis import mouth_activity

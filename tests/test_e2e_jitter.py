@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from streamer.bench.impairment import Impairment
-from streamer.bench.peer import LoopbackPeer
+from streamer.probe.impairment import Impairment
+from streamer.probe.peer import LoopbackPeer
 from streamer.server.app import SERVER
-from streamer.server.receive import PassthroughJitterBuffer
+from streamer.server.media.receive import PassthroughJitterBuffer
 from tests.media_analysis import best_lag_s, block_rms
 from tests.speech import spoken_clip
 

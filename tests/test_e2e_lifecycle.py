@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from streamer.bench.peer import LoopbackPeer
-from streamer.bench.signals import speechlike_48k
+from streamer.probe.peer import LoopbackPeer
+from streamer.probe.signals import speechlike_48k
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from tests.servers import serve_subprocess, start_app
 

@@ -11,10 +11,10 @@ import aiohttp
 import numpy as np
 import pytest
 
-from streamer.bench.peer import LoopbackPeer
-from streamer.bench.viewer import WhepError, WhepViewer
+from streamer.probe.peer import LoopbackPeer
+from streamer.probe.viewer import WhepError, WhepViewer
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
-from streamer.server.channels import ChannelConfig
+from streamer.server.config import ChannelConfig
 from tests.servers import start_app
 
 pytestmark = pytest.mark.realtime

@@ -11,9 +11,9 @@ import time
 import aiohttp
 import pytest
 
-from streamer.bench.peer import LoopbackPeer
-from streamer.bench.signals import speechlike_48k
-from streamer.bench.viewer import WhepViewer
+from streamer.probe.peer import LoopbackPeer
+from streamer.probe.signals import speechlike_48k
+from streamer.probe.viewer import WhepViewer
 from tests.servers import serve_subprocess
 
 pytestmark = [pytest.mark.realtime, pytest.mark.slow]

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamer.bench.engine import Row, format_table
 from streamer.cli import main
 from streamer.engine import LipSyncEngine
 from streamer.engine import session as engine_session
-from streamer.engine.bench import Row, format_table
 from streamer.engine.builtin import builtin_model_bytes
 
 

@@ -34,9 +34,9 @@ import numpy as np
 import pytest
 
 import streamer
-from streamer.bench import promtext
-from streamer.bench.peer import LoopbackPeer
-from streamer.bench.signals import speechlike_48k
+from streamer.probe import promtext
+from streamer.probe.peer import LoopbackPeer
+from streamer.probe.signals import speechlike_48k
 from tests.servers import ServedProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.realtime, pytest.mark.timeout(900)]

@@ -16,9 +16,10 @@ import pytest
 
 from streamer.offline import RenderOptions, decode_audio, plan_frames, render_mp4
 from streamer.offline.cli import load_renderer
-from streamer.server.pipeline import PipelineConfig
+from streamer.playout.pipeline import PipelineConfig, SessionPipeline
 from tests.audio_signals import speechlike
 from tests.media_analysis import block_rms
+from tests.playout_sim import PACKET_16K, run, send_times
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 25
@@ -59,13 +60,27 @@ def renderer():  # type: ignore[no-untyped-def]
     return load_renderer(None, "default", REPO / "avatars")
 
 
-def test_the_offline_defaults_are_the_live_ones() -> None:
-    live, offline = PipelineConfig(), RenderOptions()
-    assert (offline.fps, offline.speech_threshold, offline.blend_frames) == (
-        live.fps,
-        live.speech_threshold,
-        live.blend_frames,
-    )
+def test_the_offline_plan_makes_the_live_pipelines_decisions() -> None:
+    """A live call that received the clip over a clean network and the offline plan of it
+    decide the same for every input frame the call played: speech or not, the mouth's
+    strength, the avatar frame cycle (one implementation: streamer.playout.mouth)."""
+    pcm = onset_clip(16_000)
+    offset = 2
+    live = SessionPipeline(avatar_frame_count=80, config=PipelineConfig())
+    live.set_mel_frame_offset(offset)
+    n_packets = pcm.shape[0] // PACKET_16K
+    result = run(live, pcm, send_times(n_packets) + 0.005, extra_s=0.5)
+    plan = plan_frames(pcm, 80, offset, RenderOptions())
+    played = [j for j in result.jobs if j.input_frame is not None]
+    assert len(played) >= 0.9 * len(plan)
+    assert not any(j.underrun for j in result.jobs if j.strength > 0)
+    assert max(j.strength for j in played) == 1.0  # the bursts are speech to both
+    for job in played:
+        i = job.input_frame
+        assert i is not None
+        assert job.strength == pytest.approx(float(plan.strengths[i])), i
+        assert job.avatar_frame == job.output_index % 80
+    assert list(plan.avatar_frames[:100]) == [n % 80 for n in range(100)]
 
 
 def test_plan_covers_the_audio_and_rests_in_silence() -> None:

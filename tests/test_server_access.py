@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from streamer.bench.peer import LoopbackPeer
-from streamer.bench.signals import speechlike_48k
-from streamer.bench.viewer import WhepViewer
 from streamer.client import ChannelClient, ChannelClientError
-from streamer.server.access import (
+from streamer.probe.peer import LoopbackPeer
+from streamer.probe.signals import speechlike_48k
+from streamer.probe.viewer import WhepViewer
+from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
+from streamer.server.http.access import (
     Access,
     AccessConfig,
     ExposureError,
@@ -29,8 +30,7 @@ from streamer.server.access import (
     is_loopback_host,
     token_matches,
 )
-from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
-from streamer.server.auth_limit import FailureLimit
+from streamer.server.http.auth_limit import FailureLimit
 from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]

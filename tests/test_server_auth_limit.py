@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 
 from streamer.errors import StreamerError
-from streamer.server.access import AccessConfig
 from streamer.server.app import AUTH_LIMITER, Runtime, ServerConfig, create_app
-from streamer.server.auth_limit import AuthFailureLimiter, FailureLimit
-from streamer.server.clock import ManualClock
+from streamer.server.http.access import AccessConfig
+from streamer.server.http.auth_limit import AuthFailureLimiter, FailureLimit
+from streamer.server.media.clock import ManualClock
 from tests.servers import start_app
 
 TOKEN = "s3cret-token-0123456789abcdef"

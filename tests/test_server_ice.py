@@ -18,14 +18,14 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from streamer.bench.peer import LoopbackPeer
-from streamer.bench.signals import speechlike_48k
-from streamer.bench.viewer import WhepViewer
 from streamer.cli import build_parser, main
-from streamer.server.access import AccessConfig, access_from_args
+from streamer.probe.peer import LoopbackPeer
+from streamer.probe.signals import speechlike_48k
+from streamer.probe.viewer import WhepViewer
 from streamer.server.app import ServerConfig, create_app
-from streamer.server.cli import server_config
-from streamer.server.ice import (
+from streamer.server.commands.serve import server_config
+from streamer.server.http.access import AccessConfig, access_from_args
+from streamer.server.media.ice import (
     TURN_SECRET_ENV,
     TurnConfig,
     TurnConfigError,
@@ -33,7 +33,7 @@ from streamer.server.ice import (
     server_configuration,
     turn_credentials,
 )
-from streamer.server.runtime import build_runtime
+from streamer.server.media.runtime import build_runtime
 from tests.servers import serve_subprocess, start_app
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from streamer.server.access import access_of
 from streamer.server.app import ServerConfig, create_app
-from streamer.server.openapi import describe_api
-from streamer.server.runtime import build_runtime
+from streamer.server.http.access import access_of
+from streamer.server.http.openapi import describe_api
+from streamer.server.media.runtime import build_runtime
 from tests.servers import start_app
 
 REPO = Path(__file__).resolve().parents[1]

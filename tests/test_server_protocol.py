@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from streamer.server.app import Runtime, ServerConfig, create_app
-from streamer.server.protocol import JsonErrorAppRunner, JsonErrorRequestHandler
+from streamer.server.http.protocol import JsonErrorAppRunner, JsonErrorRequestHandler
 from tests.servers import serve_subprocess, start_app
 
 HOST = b"Host: 127.0.0.1\r\n"
@@ -143,7 +143,7 @@ async def test_pre_routing_errors_are_json(
 
 
 async def test_the_aiohttp_internals_the_hook_relies_on() -> None:
-    """Fails when an aiohttp upgrade changes what streamer/server/protocol.py overrides."""
+    """Fails when an aiohttp upgrade changes what streamer/server/http/protocol.py overrides."""
     params = list(inspect.signature(RequestHandler.handle_error).parameters)
     assert params == ["self", "request", "status", "exc", "message"]
     assert callable(getattr(RequestHandler, "_make_error_handler", None))

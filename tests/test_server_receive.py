@@ -10,7 +10,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
-from streamer.server.receive import (
+from streamer.server.media.receive import (
     AIORTC_VERSION_CHECKED,
     PassthroughJitterBuffer,
     ReceiverSeamError,
@@ -25,7 +25,7 @@ def rtp(seq: int, timestamp: int) -> RtpPacket:
 
 
 def test_the_installed_aiortc_is_the_one_the_seam_was_checked_against() -> None:
-    # An aiortc upgrade must come with a new look at streamer/server/receive.py (and this).
+    # An aiortc upgrade must come with a new look at streamer/server/media/receive.py (and this).
     assert importlib.metadata.version("aiortc") == AIORTC_VERSION_CHECKED
 
 

@@ -18,12 +18,12 @@ import av
 import numpy as np
 import pytest
 
-from streamer.bench import promtext
-from streamer.bench.peer import LoopbackPeer
-from streamer.bench.signals import speechlike_48k
+from streamer.probe import promtext
+from streamer.probe.peer import LoopbackPeer
+from streamer.probe.signals import speechlike_48k
 from streamer.server.app import Runtime, ServerConfig, create_app
-from streamer.server.inference import PriorityExecutor
-from streamer.server.offline import RenderConfig
+from streamer.server.config import RenderConfig
+from streamer.server.media.inference import PriorityExecutor
 from tests.servers import start_app
 
 
@@ -95,7 +95,7 @@ def test_exceptions_reach_the_caller_and_cancelled_calls_never_run() -> None:
 @pytest.fixture
 async def server(runtime: Runtime) -> AsyncIterator[str]:
     config = RenderConfig(sync_max_duration_s=2.0, max_duration_s=30.0, max_upload_bytes=600_000)
-    runner, url = await start_app(create_app(ServerConfig(), runtime, render=config))
+    runner, url = await start_app(create_app(ServerConfig(render=config), runtime))
     yield url
     await runner.cleanup()
 
@@ -165,7 +165,7 @@ async def test_bad_uploads_get_json_errors(server: str) -> None:
 
 async def test_too_many_renders_are_refused_with_retry_after(runtime: Runtime) -> None:
     config = RenderConfig(sync_max_duration_s=1.0, max_jobs=1)
-    runner, url = await start_app(create_app(ServerConfig(), runtime, render=config))
+    runner, url = await start_app(create_app(ServerConfig(render=config), runtime))
     try:
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{url}/render", data=form(wav_bytes(8.0))) as r:
@@ -181,7 +181,7 @@ async def test_too_many_renders_are_refused_with_retry_after(runtime: Runtime) -
 @pytest.mark.realtime
 async def test_a_render_does_not_stall_a_live_call(runtime: Runtime) -> None:
     config = RenderConfig(max_duration_s=120.0)
-    runner, url = await start_app(create_app(ServerConfig(), runtime, render=config))
+    runner, url = await start_app(create_app(ServerConfig(render=config), runtime))
     upload = wav_bytes(60.0)  # made before measuring: this test shares the server's event loop
     try:
         async with aiohttp.ClientSession() as http:

@@ -9,11 +9,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pytest
 
-from streamer.server.clock import ManualClock
-from streamer.server.metrics import Metrics
-from streamer.server.pipeline import FrameJob, JobKind, SessionPipeline
-from streamer.server.render import RenderRequest
-from streamer.server.scheduler import FrameScheduler
+from streamer.playout.pipeline import FrameJob, JobKind, SessionPipeline
+from streamer.server.media.clock import ManualClock
+from streamer.server.media.metrics import Metrics
+from streamer.server.media.renderer import RenderRequest
+from streamer.server.media.scheduler import FrameScheduler
 
 PERIOD_S = 0.04
 

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from streamer.soak.analysis import (
+from streamer.probe.analysis import (
     AnalysisOptions,
     PeerFigures,
     PeerRecord,
@@ -25,8 +25,8 @@ from streamer.soak.analysis import (
     peer_figures,
     rss_growth,
 )
-from streamer.soak.clip import PACKET_SAMPLES, RATE_HZ, SoakClip, find_onsets, make_clip
-from streamer.soak.peer import MouthMeter, SoakPeer
+from streamer.probe.clip import PACKET_SAMPLES, RATE_HZ, SoakClip, find_onsets, make_clip
+from streamer.probe.measuring_peer import MouthMeter, SoakPeer
 from tests.speech_path import T0_S, call
 
 FPS = 25

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.bench.impairment import Impairment
 from streamer.cli import build_parser
+from streamer.probe.impairment import Impairment
 from streamer.soak.cli import config_from_args, summary
 from streamer.soak.plots import write_plots
 from streamer.soak.runner import _sample, server_figures

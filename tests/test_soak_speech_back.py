@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.soak.speech_back import (
+from streamer.probe.speech_back import (
     SpeechBack,
     SpeechBackOptions,
     returned_audio,

@@ -6,7 +6,7 @@ crops and blend masks of its model's crop convention, and pastes generated crops
 :func:`composite`.
 """
 
-from streamer.avatar.cache import Avatar, list_avatars, load_avatar
+from streamer.avatar.cache import Avatar, list_avatars, load_avatar, validate_name
 from streamer.avatar.composite import composite
 from streamer.avatar.crops import AvatarCrops
 from streamer.avatar.default import DEFAULT_AVATAR, ensure_default_avatar
@@ -41,4 +41,5 @@ __all__ = [
     "list_avatars",
     "load_avatar",
     "prepare_avatar",
+    "validate_name",
 ]

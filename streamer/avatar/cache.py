@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from streamer.crop import (
     WAV2LIP_BOTTOM_PAD_PX,
     CropConvention,
 )
+from streamer.names import NAME_RULE, is_valid_name
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +43,11 @@ FRAMES_FILE = "frames.npy"
 
 NOT_PREPARED = "not prepared"  # list_avatars' status of a folder without a cache
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-
 
 def validate_name(name: str) -> str:
     """Returns ``name`` if it is a plain folder name; raises :class:`InvalidAvatarNameError`."""
-    if not _NAME_RE.fullmatch(name):
-        raise InvalidAvatarNameError(
-            f"invalid avatar name {name!r}: use 1-64 letters, digits, '-' or '_', "
-            "starting with a letter or digit (no dots or path separators)"
-        )
+    if not is_valid_name(name):
+        raise InvalidAvatarNameError(f"invalid avatar name {name!r}: use {NAME_RULE}")
     return name
 
 
@@ -229,7 +224,7 @@ def list_avatars(root: Path) -> list[tuple[str, dict[str, Any] | None, str]]:
     if not root.is_dir():
         return found
     for child in sorted(root.iterdir()):
-        if not child.is_dir() or not _NAME_RE.fullmatch(child.name):
+        if not child.is_dir() or not is_valid_name(child.name):
             continue
         try:
             manifest = read_manifest(root, child.name)

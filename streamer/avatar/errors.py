@@ -24,6 +24,7 @@ class AvatarNotFoundError(AvatarError):
     """No prepared cache for this name under the avatar root."""
 
     code = "avatar_not_found"
+    status = 404
 
 
 class AvatarExistsError(AvatarError):
@@ -36,6 +37,7 @@ class AvatarCacheError(AvatarError):
     """A cache of another format version, of a changed source, or damaged: never half-read."""
 
     code = "avatar_cache_stale"
+    status = 409
 
 
 class UnreadableSourceError(AvatarError):

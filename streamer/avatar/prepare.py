@@ -6,6 +6,9 @@ find the face (largest, or ``face_index``) and track it, smooth the boxes and mo
 over time, make the sequence loop (a still gets a subtle breathing motion; a video plays forward
 then backward), and write the cache into a temporary folder under the root that is renamed into
 place at the end, so a failure leaves nothing half-written.
+
+Over 400 lines as one pipeline read top to bottom (source, faces, landmarks, smoothing, loop,
+write); its detectors live in :mod:`streamer.avatar.detect`.
 """
 
 from __future__ import annotations

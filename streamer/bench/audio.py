@@ -14,7 +14,7 @@ import numpy as np
 
 from streamer.audio.ingest import AudioIngest, pcm_to_frame
 from streamer.audio.mel import MelExtractor
-from streamer.bench.report import write_section
+from streamer.probe.report import write_section
 
 TARGET_MS_PER_FRAME = 0.5
 

@@ -27,10 +27,10 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from streamer.bench.peer import LoopbackPeer
-from streamer.bench.report import write_section
-from streamer.bench.viewer import WhepViewer
 from streamer.client_auth import server_session
+from streamer.probe.peer import LoopbackPeer
+from streamer.probe.report import write_section
+from streamer.probe.viewer import WhepViewer
 from streamer.resources import avatars_dir
 
 KINDS = ("call, DELETE", "call, abrupt close", "viewer, DELETE", "viewer, abrupt close")
@@ -214,8 +214,9 @@ def report(r: ChurnResult) -> str:
 async def _serve_and_churn(cycles: int, warmup: int, trim: bool) -> ChurnResult:
     from aiohttp import web
 
-    from streamer.server.app import ServerConfig, create_app
-    from streamer.server.runtime import build_runtime
+    from streamer.server.app import create_app
+    from streamer.server.config import ServerConfig
+    from streamer.server.media.runtime import build_runtime
 
     runtime = build_runtime(avatars_dir())
     runner = web.AppRunner(create_app(ServerConfig(connect_timeout_s=5.0), runtime))

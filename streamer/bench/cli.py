@@ -11,10 +11,10 @@ from typing import Any
 
 _KIND_MODULES = (
     "streamer.bench.audio",
-    "streamer.avatar.bench",
-    "streamer.engine.bench",
+    "streamer.bench.avatar",
+    "streamer.bench.engine",
     "streamer.bench.pipeline",
-    "streamer.offline.bench",
+    "streamer.bench.offline",
     "streamer.bench.churn",
 )
 

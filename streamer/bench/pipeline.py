@@ -3,10 +3,10 @@
 The server runs as its own process (``avatar-streamer serve`` on a free port) so its CPU use
 is its own; the client peers run here. For each session count and each jitter value (one row
 each) the clients loop the soak's spoken clip in real time, its audio crossing an impaired
-network on the way out (:mod:`streamer.bench.impairment`); after a warm-up the benchmark reads
+network on the way out (:mod:`streamer.probe.impairment`); after a warm-up the benchmark reads
 the server's /metrics (per-frame latency histogram, drops, playout counters) and /proc CPU time,
 and what the clients saw: frames, mouth-to-lips, speech back, A/V offset (the soak's own
-measures, :mod:`streamer.soak.analysis`).
+measures, :mod:`streamer.probe.analysis`).
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from typing import IO, Any
 import aiohttp
 import numpy as np
 
-from streamer.bench import impairment, promtext
-from streamer.bench.impairment import Impairment
-from streamer.bench.playout_metrics import playout
-from streamer.bench.report import write_section
 from streamer.client_auth import server_session
+from streamer.probe import impairment, promtext
+from streamer.probe.analysis import AnalysisOptions, PeerFigures, peer_figures
+from streamer.probe.clip import SoakClip, make_clip
+from streamer.probe.impairment import Impairment
+from streamer.probe.measuring_peer import MouthMeter, SoakPeer, mouth_meter
+from streamer.probe.playout_metrics import playout
+from streamer.probe.report import write_section
 from streamer.resources import avatars_dir
-from streamer.soak.analysis import AnalysisOptions, PeerFigures, peer_figures
-from streamer.soak.clip import SoakClip, make_clip
-from streamer.soak.peer import MouthMeter, SoakPeer, mouth_meter
 
 TARGET_P99_S = 0.040
 MIN_ONSETS = 5  # fewer speech onsets measured in a row: its mic-to-lips reads n/a
@@ -129,7 +129,7 @@ def server_counters(
 ) -> dict[str, float]:
     """The server's counters over a row (two parsed /metrics scrapes) and its playout target
     delay at the end (mean over sinks, ms). The playout metrics read NaN when the server does
-    not export them (:mod:`streamer.bench.playout_metrics`)."""
+    not export them (:mod:`streamer.probe.playout_metrics`)."""
 
     def delta(name: str) -> float:
         return promtext.value(after, name) - promtext.value(before, name)
@@ -308,7 +308,7 @@ COLUMNS = (
     f"frame, over every session's onsets, counted in brackets (n/a with fewer than {MIN_ONSETS}).",
     "- speech back: the share of the speech the clients sent that came back in the audio the "
     "server returned, per 20 ms block by energy, each utterance found by envelope "
-    "correlation (`streamer/soak/speech_back.py`).",
+    "correlation (`streamer/probe/speech_back.py`).",
     "- A/V median / max ms: the lag of the mouth's motion behind the returned audio per "
     f"{AV_WINDOW_S:g} s window (+: video late), less an aiortc client's own -40 ms; median and "
     "largest magnitude over the windows with speech.",
@@ -345,7 +345,7 @@ def record(
     args: argparse.Namespace, results: list[dict[str, Any]], path: Path | None = None
 ) -> None:
     """Write the rows into the ``pipeline`` section of the report at ``path`` (default: the
-    development clone's, see :func:`~streamer.bench.report.write_section`), with the
+    development clone's, see :func:`~streamer.probe.report.write_section`), with the
     command that measured them, the machine, the date and what each column means."""
     counts = [int(c) for c in args.sessions.split(",") if c.strip()]
     body = (

@@ -23,6 +23,7 @@ class AudioTooLongError(AudioFormatError):
     """Audio that runs past a caller's limit."""
 
     code = "audio_too_long"
+    status = 413
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,17 @@
 """Plan and render the frames of a whole audio clip: the live path's decisions, in batches.
 
 Frame ``i`` shows time ``i / fps``; its mel window is the one the live path uses for input
-frame ``i`` (Wav2Lip's alignment, read from the model), the mouth fades in and out over the
-same number of frames with the same speech threshold, and idle frames are the avatar's own
-frames cycling as they do live. So an offline render of a clip looks like a live call that
-received it, with its soundtrack in sync (the live path sends the frame's own 40 ms of audio
-with it; here the soundtrack starts at frame 0's time).
+frame ``i`` (the model's alignment), and the speech gate, the mouth's fade and the avatar
+frame are the live path's own decisions (:mod:`streamer.playout.mouth`), with its settings.
+So an offline render of a clip looks like a live call that received it, with its soundtrack in
+sync (the live path sends the frame's own 40 ms of audio with it; here the soundtrack starts
+at frame 0's time).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -29,6 +29,8 @@ from streamer.avatar import Avatar, AvatarCrops, composite
 from streamer.engine import LipSyncEngine
 from streamer.offline.audio import OUTPUT_RATE_HZ, DecodedAudio
 from streamer.offline.mp4 import Mp4Writer
+from streamer.playout.mouth import avatar_frame, speech_windows, strengths
+from streamer.playout.pipeline import PipelineConfig
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -39,12 +41,14 @@ FEATURE_RATE_HZ = 16_000
 
 @dataclass(frozen=True)
 class RenderOptions:
-    fps: int = 25
-    # The live path's defaults (streamer.server.pipeline.PipelineConfig); a test keeps them equal.
-    speech_threshold: float = -2.6
-    blend_frames: int = 3
+    # The live path's settings: frame rate, speech threshold, mouth fade.
+    live: PipelineConfig = field(default_factory=PipelineConfig)
     # Frames per model call: on a CPU, 8-32 render fastest (docs/benchmarks.md, bench render).
     batch_frames: int = 16
+
+    @property
+    def fps(self) -> int:
+        return self.live.fps
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,10 @@ def plan_frames(
     )
     idx = starts[:, None] + np.arange(WINDOW_COLUMNS)[None, :]  # [N,16]
     windows = np.ascontiguousarray(padded[:, idx].transpose(1, 0, 2))  # [N,80,16]
-    is_speech = windows.mean(axis=1).max(axis=1) > options.speech_threshold
-    strengths = np.zeros(n_frames, np.float32)
-    step = 1.0 / max(1, options.blend_frames)
-    s = 0.0
-    for i in range(n_frames):
-        s = min(1.0, s + step) if is_speech[i] else max(0.0, s - step)
-        strengths[i] = s
-    frames = np.arange(n_frames, dtype=np.int64) % avatar_frame_count
-    return FramePlan(windows, strengths, frames, fps)
+    live = options.live
+    mouth = strengths(speech_windows(windows, live.speech_threshold), live.blend_frames)
+    frames = np.array([avatar_frame(n, avatar_frame_count) for n in range(n_frames)], np.int64)
+    return FramePlan(windows=windows, strengths=mouth, avatar_frames=frames, fps=fps)
 
 
 class FrameRenderer:

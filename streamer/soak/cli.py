@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.bench import impairment
+from streamer.probe import impairment
 from streamer.resources import add_avatars_dir_argument, avatars_dir
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ def summary(report: dict[str, Any]) -> str:
         "",
         f"server: frame latency p99 {_f(s['frame_latency_p99_ms'])} ms, "
         f"dropped {_f(s['input_frames_dropped'], '.0f')}, late ticks {_f(s['late_ticks'], '.0f')}, "
-        f"underruns {_f(s['audio_underruns'], '.0f')}",
+        f"underruns {_f(s['audio_underruns'], '.0f')}, "
+        f"GC pauses over 40 ms {_f(s.get('gc_pauses_over_40ms'), '.0f')}",
         f"        RSS {_f(s['rss_mb_start'])} -> {_f(s['rss_mb_end'])} MB "
         f"({_f(s['rss_growth_pct_per_h'], '+.1f')} %/h), fds max {_f(s['open_fds_max'], '.0f')}, "
         f"threads max {_f(s['threads_max'], '.0f')}, tasks max {_f(s['asyncio_tasks_max'], '.0f')}",
@@ -119,7 +120,7 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def config_from_args(args: argparse.Namespace) -> SoakConfig:
-    from streamer.soak.analysis import AnalysisOptions, Thresholds
+    from streamer.probe.analysis import AnalysisOptions, Thresholds
     from streamer.soak.runner import SoakConfig
 
     return SoakConfig(

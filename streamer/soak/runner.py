@@ -1,6 +1,6 @@
 """Run a soak: peers and a /metrics scraper for a bounded time, then the report.
 
-The thin asyncio shell around :mod:`streamer.soak.analysis`: it owns the peers and the
+The thin asyncio shell around :mod:`streamer.probe.analysis`: it owns the peers and the
 scraper task, ends them all (each awaited) when the time is up or on any failure.
 """
 
@@ -19,15 +19,10 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from streamer.bench import promtext
-from streamer.bench.impairment import Impairment
-from streamer.bench.playout_metrics import Playout, playout
-from streamer.bench.report import machine_description
 from streamer.client_auth import refusal_message, server_session, token_from_env
 from streamer.errors import StreamerError
-from streamer.resources import avatars_dir as default_avatars_dir
-from streamer.server.tasks import cancel_and_wait
-from streamer.soak.analysis import (
+from streamer.probe import promtext
+from streamer.probe.analysis import (
     AnalysisOptions,
     Check,
     PeerFigures,
@@ -36,8 +31,13 @@ from streamer.soak.analysis import (
     peer_figures,
     rss_growth,
 )
-from streamer.soak.clip import SoakClip, make_clip
-from streamer.soak.peer import SoakPeer, mouth_meter
+from streamer.probe.clip import SoakClip, make_clip
+from streamer.probe.impairment import Impairment
+from streamer.probe.measuring_peer import SoakPeer, mouth_meter
+from streamer.probe.playout_metrics import Playout, playout
+from streamer.probe.report import machine_description
+from streamer.resources import avatars_dir as default_avatars_dir
+from streamer.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class ServerSample:
     open_fds: float
     threads: float
     asyncio_tasks: float
+    gc_pauses_over_40ms: float  # cumulative, all generations (0 from a server without it)
     playout: Playout
 
 
@@ -91,6 +92,8 @@ def _sample(t_s: float, text: str) -> ServerSample:
         open_fds=promtext.value(m, "avatar_process_open_fds"),
         threads=promtext.value(m, "avatar_process_threads"),
         asyncio_tasks=promtext.value(m, "avatar_asyncio_tasks"),
+        gc_pauses_over_40ms=promtext.value(m, "avatar_gc_pause_seconds_count")
+        - promtext.value(m, "avatar_gc_pause_seconds_bucket", le="0.04"),
         playout=playout(m),
     )
 
@@ -203,6 +206,7 @@ def server_figures(
         "input_frames_dropped": delta("dropped"),
         "late_ticks": delta("late_ticks"),
         "audio_underruns": delta("underruns"),
+        "gc_pauses_over_40ms": delta("gc_pauses_over_40ms"),
         "rss_mb_start": None if first is None else first.rss_bytes / 1e6,
         "rss_mb_end": None if last is None else last.rss_bytes / 1e6,
         "rss_growth_pct_per_h": None if math.isnan(pct_h) else pct_h,
@@ -223,6 +227,7 @@ def server_figures(
         "input_frames_dropped": [s.dropped for s in samples],
         "late_ticks": [s.late_ticks for s in samples],
         "audio_underruns": [s.underruns for s in samples],
+        "gc_pauses_over_40ms": [s.gc_pauses_over_40ms for s in samples],
         "rss_mb": (rss / 1e6).tolist(),
         "open_fds": [s.open_fds for s in samples],
         "threads": [s.threads for s in samples],

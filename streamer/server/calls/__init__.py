@@ -1,0 +1,1 @@
+"""Calls: one WebRTC peer per caller, its audio lip-synced back to it."""

@@ -1,0 +1,1 @@
+"""Offline render jobs served next to live calls (``POST /render``)."""
