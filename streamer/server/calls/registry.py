@@ -17,7 +17,7 @@ from streamer.server.media.hub import MediaHub
 from streamer.server.media.ice import new_server_peer
 from streamer.server.media.peer import PeerSettings, PeerWatch, negotiate, run_every
 from streamer.server.media.receive import install_passthrough
-from streamer.server.media.sdp import prefer_video_codec
+from streamer.server.media.sdp import check_offer, prefer_video_codec
 from streamer.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ class CallRegistry:
     async def create(
         self, offer: RTCSessionDescription, avatar: str
     ) -> tuple[Session, RTCSessionDescription]:
-        """A call answering ``offer`` (checked by the route) with ``avatar``. Raises 503
-        ``too_many_sessions`` at the limit, AvatarError, BadOfferError."""
+        """A call answering ``offer`` with ``avatar``. Refuses, in this order: 503
+        ``too_many_sessions`` at the limit, AvatarError (an unknown avatar is a 404 whatever the
+        offer), BadOfferError (the offer checked once, before a peer is made for it)."""
         limits = self.limits
         if len(self.sessions) >= limits.max_sessions:
             raise HttpError(
@@ -92,6 +93,7 @@ class CallRegistry:
                 f"The server is at its limit of {limits.max_sessions} sessions; try again later.",
             )
         await self.hub.load_avatar(avatar)
+        check_offer(offer.sdp, audio_required=True, video_required=False)
         pc = new_server_peer(self._peers.ice_servers, self._peers.turn)
         session_id = uuid.uuid4().hex[:12]
         frame_count = self.hub.runtime.renderer.frame_count(avatar)

@@ -11,7 +11,6 @@ from streamer.avatar import validate_name
 from streamer.server.calls.registry import CallRegistry
 from streamer.server.http.body import offer_sdp, read_json_object
 from streamer.server.http.errors import HttpError
-from streamer.server.media.sdp import check_offer
 
 CALLS = web.AppKey("calls", CallRegistry)
 
@@ -24,8 +23,6 @@ async def post_offer(request: web.Request) -> web.Response:
     if not isinstance(avatar, str):
         raise HttpError(400, "invalid_avatar_name", "The avatar must be a name.")
     validate_name(avatar)
-    await calls.hub.load_avatar(avatar)  # an unknown avatar is a 404 whatever the offer
-    check_offer(sdp, audio_required=True, video_required=False)
     session, answer = await calls.create(RTCSessionDescription(sdp=sdp, type="offer"), avatar)
     return web.json_response(
         {"sdp": answer.sdp, "type": answer.type, "session_id": session.session_id}
