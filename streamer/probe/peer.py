@@ -78,6 +78,7 @@ class Received:
     video_pts: list[int] = field(default_factory=list)
     video_frames: list[npt.NDArray[np.uint8]] = field(default_factory=list)  # BGR, as sent
     audio_at_s: list[float] = field(default_factory=list)
+    audio_pts: list[int] = field(default_factory=list)  # RTP position, 48 kHz samples
     audio_pcm: list[npt.NDArray[np.int16]] = field(default_factory=list)  # mono 48 kHz blocks
 
 
@@ -122,6 +123,7 @@ class RecordingPeer:
 
     def on_audio(self, frame: av.AudioFrame, at_s: float) -> None:
         self.received.audio_at_s.append(at_s)
+        self.received.audio_pts.append(int(frame.pts or 0))
         pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
         self.received.audio_pcm.append(pcm.astype(np.int16))
 
