@@ -5,6 +5,16 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from streamer.probe.peer import Received
+from streamer.probe.speech_back import (
+    SUB_SAMPLES,
+    SpeechBack,
+    clip_speech,
+    returned_audio,
+    speech_back,
+    sub_block_energy,
+)
+
 F = npt.NDArray[np.float64]
 
 
@@ -51,3 +61,33 @@ def best_lag_s(
         if c > best[1]:
             best = (lag * step_s, c)
     return best
+
+
+def speech_back_of(clip_48k: np.ndarray, sent_at_s: list[float], got: Received) -> SpeechBack:
+    """The soak's speech-back measure (:mod:`streamer.probe.speech_back`: each utterance found
+    on its own, the returned audio placed by RTP position in stretches) of a clip sent once,
+    without looping (silence after it), over everything received. A server stall or a level
+    change moves the delay by a tick or two; one global lag would read what follows as lost."""
+    sent_blocks = len(sent_at_s) * 960
+    once = np.zeros(max(sent_blocks, clip_48k.shape[0]) + 960, np.float32)
+    once[: clip_48k.shape[0]] = clip_48k  # longer than what was sent: never wraps
+    once = once[: once.shape[0] // 960 * 960]
+    pos: list[int] = []
+    energy: list[float] = []
+    for pts, pcm in zip(got.audio_pts, got.audio_pcm, strict=True):
+        e = sub_block_energy(pcm)
+        pos.extend(range(pts, pts + e.shape[0] * SUB_SAMPLES, SUB_SAMPLES))
+        energy.extend(e.tolist())
+    returned = returned_audio(
+        np.asarray(got.audio_at_s, np.float64),
+        np.asarray(got.audio_pts, np.int64),
+        np.asarray(pos, np.int64),
+        np.asarray(energy, np.float64),
+    )
+    return speech_back(
+        clip_speech(once),
+        np.asarray(sent_at_s, np.float64),
+        returned,
+        sent_at_s[0],
+        got.audio_at_s[-1],
+    )

@@ -17,6 +17,35 @@ def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     assert "bench" in capsys.readouterr().out
 
 
+def test_the_command_table_says_what_each_module_registers() -> None:
+    import argparse
+    import importlib
+
+    from streamer.cli import COMMANDS
+
+    registered: dict[str, str | None] = {}
+    for module in {m for _, m, _ in COMMANDS}:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        registered |= {a.dest: a.help for a in sub._choices_actions}
+    assert registered == {c: h for c, _, h in COMMANDS}
+
+
+def test_help_starts_without_the_heavy_imports() -> None:
+    # `avatar-streamer --help` and a command's own --help import only what that command needs.
+    probe = (
+        "import sys; from streamer.cli import main\n"
+        "try: main(sys.argv[1:])\nexcept SystemExit: pass\n"
+        "heavy = {'numpy', 'av', 'aiortc', 'onnx', 'onnxruntime', 'cv2'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    for argv in (["--help"], ["serve", "--help"], ["render", "--help"], ["no-such"]):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=False
+        )
+        assert done.stdout.strip().splitlines()[-1] == "[]", (argv, done.stdout, done.stderr)
+
+
 def test_version_is_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
     from streamer import __version__
 

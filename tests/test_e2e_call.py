@@ -14,17 +14,9 @@ import numpy as np
 import pytest
 
 from streamer.crop import CropConvention
-from streamer.probe.peer import LoopbackPeer, Received
-from streamer.probe.speech_back import (
-    SUB_SAMPLES,
-    ReturnedAudio,
-    clip_speech,
-    returned_audio,
-    speech_back,
-    sub_block_energy,
-)
+from streamer.probe.peer import LoopbackPeer
 from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
-from tests.media_analysis import best_lag_s, block_rms, mouth_activity
+from tests.media_analysis import best_lag_s, block_rms, mouth_activity, speech_back_of
 from tests.servers import start_app
 from tests.speech import spoken_clip
 
@@ -33,11 +25,7 @@ pytestmark = pytest.mark.realtime
 
 async def test_call_lip_syncs_speech_at_25_fps(server, runtime: Runtime) -> None:
     url, app = server
-    # 1 s silence, ~8 s of speech with pauses, 1 s silence; padded past the 12 s of sending so
-    # the clip never loops (the speech measure reads packet k as packet k of the clip).
-    voice = spoken_clip()
-    clip = np.zeros(14 * 48_000, np.float32)
-    clip[: voice.size] = voice
+    clip = spoken_clip()  # 1 s silence, ~8 s of speech with pauses, 1 s silence
     async with aiohttp.ClientSession() as http:
         peer = LoopbackPeer(url, clip)
         await peer.connect(http)
@@ -67,13 +55,7 @@ async def test_call_lip_syncs_speech_at_25_fps(server, runtime: Runtime) -> None
     returned = np.concatenate(got.audio_pcm).astype(np.float32) / 32768
     returned_env = block_rms(returned, 960)
     assert returned_env.max() > 0.05, "the returned audio is silent"
-    back = speech_back(
-        clip_speech(clip),
-        np.asarray(peer.track.sent_at_s, np.float64),
-        _returned_audio(got),
-        peer.track.sent_at_s[0],
-        got.audio_at_s[-1],
-    )
+    back = speech_back_of(clip, peer.track.sent_at_s, got)
     assert back.utterances >= 3, back.utterances
     assert back.fraction >= 0.95, (back.fraction, back.utterance_fraction)
     delay_s = float(np.nanmedian(back.utterance_delay_s))
@@ -98,22 +80,6 @@ async def test_call_lip_syncs_speech_at_25_fps(server, runtime: Runtime) -> None
     assert "avatar_frame_latency_seconds_bucket" in metrics
     assert 'avatar_frames_total{kind="render"}' in metrics
     assert app[SERVER].sessions == {}  # DELETE ended the session
-
-
-def _returned_audio(got: Received) -> ReturnedAudio:
-    """The received audio per 1 ms sub-block at its RTP position (the soak peer's record)."""
-    pos: list[int] = []
-    energy: list[float] = []
-    for pts, pcm in zip(got.audio_pts, got.audio_pcm, strict=True):
-        e = sub_block_energy(pcm)
-        pos.extend(range(pts, pts + e.shape[0] * SUB_SAMPLES, SUB_SAMPLES))
-        energy.extend(e.tolist())
-    return returned_audio(
-        np.asarray(got.audio_at_s, np.float64),
-        np.asarray(got.audio_pts, np.int64),
-        np.asarray(pos, np.int64),
-        np.asarray(energy, np.float64),
-    )
 
 
 async def test_bad_offers_get_json_errors_and_the_server_keeps_serving(server) -> None:

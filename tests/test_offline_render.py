@@ -14,8 +14,9 @@ import av
 import numpy as np
 import pytest
 
-from streamer.offline import RenderOptions, decode_audio, plan_frames, render_mp4
+from streamer.offline.audio import decode_audio
 from streamer.offline.cli import load_renderer
+from streamer.offline.render import RenderOptions, plan_frames, render_mp4
 from streamer.playout.pipeline import PipelineConfig, SessionPipeline
 from tests.audio_signals import speechlike
 from tests.media_analysis import block_rms

@@ -12,10 +12,12 @@ from typing import Any
 _KIND_MODULES = (
     "streamer.bench.audio",
     "streamer.bench.avatar",
+    "streamer.bench.encoder",
     "streamer.bench.engine",
     "streamer.bench.pipeline",
     "streamer.bench.offline",
     "streamer.bench.churn",
+    "streamer.bench.viewers",
 )
 
 

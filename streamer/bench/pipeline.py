@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import numpy as np
 
+from streamer.bench.served import cpu_s, serve
 from streamer.client_auth import server_session
 from streamer.probe import impairment, promtext
 from streamer.probe.analysis import AnalysisOptions, PeerFigures, peer_figures
@@ -52,18 +46,6 @@ def register(kinds: Any) -> None:
     p.add_argument("--no-record", action="store_true", help="print only")
     impairment.add_arguments(p, jitter_list=True)
     p.set_defaults(func=_run)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _scrape(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
@@ -91,11 +73,11 @@ async def _level(
             await peer.connect(http)
         await asyncio.sleep(warmup)
         before = await _scrape(http, url)
-        cpu0, t0 = _cpu_s(pid), time.monotonic()
+        cpu0, t0 = cpu_s(pid), time.monotonic()
         client0 = time.process_time()
         await asyncio.sleep(seconds)
         after = await _scrape(http, url)
-        cpu1, t1 = _cpu_s(pid), time.monotonic()
+        cpu1, t1 = cpu_s(pid), time.monotonic()
         client1 = time.process_time()
     finally:
         for peer in peers:
@@ -186,65 +168,21 @@ async def measure(
     warmup: float,
     model: Path | None,
 ) -> list[dict[str, Any]]:
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamer",
-        "serve",
-        "--port",
-        str(port),
-        "--max-sessions",
-        str(max(counts)),
-    ]
+    args = ["--max-sessions", str(max(counts))]
     if model is not None:
-        cmd += ["--model", str(model)]
+        args += ["--model", str(model)]
     loop = asyncio.get_running_loop()
     clip = await loop.run_in_executor(None, make_clip, None)
-    # The server's log goes to a file: a pipe nobody reads would block it once full.
-    with tempfile.TemporaryFile() as log:
-        server = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            rows = [(n, Impairment(j, loss_pct, seed)) for n in counts for j in jitters_ms]
-            return await _measure_levels(server, log, port, rows, clip, seconds, warmup)
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(server.wait(), 10)
-            except TimeoutError:
-                server.kill()
-                await server.wait()
-
-
-async def _measure_levels(
-    server: asyncio.subprocess.Process,
-    log: IO[bytes],
-    port: int,
-    rows: list[tuple[int, Impairment]],
-    clip: SoakClip,
-    seconds: float,
-    warmup: float,
-) -> list[dict[str, Any]]:
-    url = f"http://127.0.0.1:{port}"
+    rows = [(n, Impairment(j, loss_pct, seed)) for n in counts for j in jitters_ms]
     results = []
-    async with server_session() as http:  # sends AVATAR_STREAMER_TOKEN if set
-        for _ in range(600):  # the model and avatar load first (seconds on a first run)
-            if server.returncode is not None:
-                log.seek(0)
-                raise RuntimeError(f"the server exited: {log.read().decode()[-2000:]}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{url}/health") as r:
-                    if r.status == 200:
-                        health = await r.json()
-                        break
-            await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError("the server did not answer /health within 60 s")
-        meter = await asyncio.get_running_loop().run_in_executor(
-            None, mouth_meter, health, "default", avatars_dir()
+    async with server_session() as http, serve(http, *args) as served:  # token if set
+        meter = await loop.run_in_executor(
+            None, mouth_meter, served.health, "default", avatars_dir()
         )
         for n, impaired in rows:
-            level = await _level(http, url, server.pid, n, impaired, clip, meter, seconds, warmup)
+            level = await _level(
+                http, served.url, served.pid, n, impaired, clip, meter, seconds, warmup
+            )
             results.append(level)
             print(_row(results[-1]), flush=True)
     return results

@@ -2,27 +2,6 @@
 
 Pure and synchronous (no asyncio): the same features, model and compositor as the live path,
 run in large batches. The ``render`` command and ``POST /render`` are thin shells over it.
+Import from the modules (``audio``, ``mp4``, ``render``): this package imports nothing, so the
+command line does not pay for numpy, PyAV and ONNX before it needs them.
 """
-
-from streamer.offline.audio import DecodedAudio, decode_audio
-from streamer.offline.mp4 import Mp4Writer
-from streamer.offline.render import (
-    FramePlan,
-    FrameRenderer,
-    Progress,
-    RenderOptions,
-    plan_frames,
-    render_mp4,
-)
-
-__all__ = [
-    "DecodedAudio",
-    "FramePlan",
-    "FrameRenderer",
-    "Mp4Writer",
-    "Progress",
-    "RenderOptions",
-    "decode_audio",
-    "plan_frames",
-    "render_mp4",
-]

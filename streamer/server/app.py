@@ -35,6 +35,7 @@ from streamer.server.http.errors import HttpError, errors_middleware
 from streamer.server.http.openapi import get_openapi
 from streamer.server.jobs import render_jobs
 from streamer.server.media.clock import Clock, MonotonicClock
+from streamer.server.media.encoder import VideoEncoderSettings
 from streamer.server.media.hub import MediaHub
 from streamer.server.media.ice import browser_ice_servers
 from streamer.server.media.metrics import Metrics
@@ -142,7 +143,7 @@ def create_app(
 ) -> web.Application:
     hub = MediaHub(runtime, clock or MonotonicClock(), config.pipeline)
     peers = PeerSettings(
-        video_codec=config.video_codec,
+        video=VideoEncoderSettings(codec=config.video_codec, bitrate_bps=config.video_bitrate_bps),
         ice_servers=config.ice_servers,
         turn=config.turn,
         connect_timeout_s=config.connect_timeout_s,

@@ -98,11 +98,20 @@ class CallRegistry:
         session_id = uuid.uuid4().hex[:12]
         frame_count = self.hub.runtime.renderer.frame_count(avatar)
         pipeline = self.hub.configure(SessionPipeline(frame_count, self.hub.pipeline_config))
-        session = Session(session_id, pc, avatar, pipeline, self.hub.clock, self._session_closed)
+        session = Session(
+            session_id,
+            pc,
+            avatar,
+            pipeline,
+            self.hub.clock,
+            self._session_closed,
+            self._peers.video,
+        )
         # The session's playout buffer does all the waiting: aiortc's is bypassed.
         install_passthrough(pc.addTransceiver(session.audio, direction="sendrecv"))
         video = pc.addTransceiver(session.video, direction="sendonly")
         prefer_video_codec(video, self._peers.video_codec)
+        session.video.follow(video.sender)  # its PLI and REMB reach the session's encoder
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:

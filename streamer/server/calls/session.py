@@ -11,8 +11,9 @@ from aiortc import RTCPeerConnection
 
 from streamer.playout.pipeline import FrameJob, OutputAudio, SessionPipeline
 from streamer.server.media.clock import Clock
+from streamer.server.media.encoder import VideoEncoderSettings
 from streamer.server.media.peer import ServerPeer
-from streamer.server.media.tracks import VIDEO_PTS_PER_FRAME_25FPS
+from streamer.server.media.tracks import VIDEO_PTS_PER_FRAME_25FPS, EncodingVideoTrack
 
 U8 = npt.NDArray[np.uint8]
 
@@ -29,8 +30,10 @@ class Session(ServerPeer):
         pipeline: SessionPipeline,
         clock: Clock,
         on_close: Callable[[Session], Awaitable[None]],
+        video: VideoEncoderSettings,
     ) -> None:
-        super().__init__(session_id, pc, f"session {session_id}")
+        self.video: EncodingVideoTrack
+        super().__init__(session_id, pc, f"session {session_id}", EncodingVideoTrack(video))
         self._avatar = avatar
         self._pipeline = pipeline
         self._clock = clock

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCRtpSender
 
 from streamer.errors import StreamerError
 from streamer.names import NAME_RULE, is_valid_name
@@ -28,8 +28,10 @@ from streamer.playout.pipeline import FrameJob, OutputAudio
 from streamer.playout.queue import ChannelPipeline, PlaybackEvent
 from streamer.server.config import ChannelConfig
 from streamer.server.media.clock import Clock
+from streamer.server.media.encoder import VideoEncoderSettings
+from streamer.server.media.fanout import ChannelVideo
 from streamer.server.media.peer import ServerPeer
-from streamer.server.media.tracks import VIDEO_PTS_PER_FRAME_25FPS
+from streamer.server.media.tracks import VIDEO_PTS_PER_FRAME_25FPS, PacketTrack
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +106,18 @@ class Viewer(ServerPeer):
     def __init__(
         self, viewer_id: str, channel: Channel, pc: RTCPeerConnection, publishing: bool = False
     ) -> None:
-        super().__init__(viewer_id, pc, f"channel {channel.name}: viewer {viewer_id}")
+        self.video: PacketTrack
+        label = f"channel {channel.name}: viewer {viewer_id}"
+        super().__init__(viewer_id, pc, label, channel.video.new_track())
         self.channel = channel
         self.publishing = publishing
+        self.video_sender: RTCRtpSender | None = None  # set once its transceiver is added
 
     @property
     def viewer_id(self) -> str:
         return self.peer_id
 
-    def push(self, image: U8, pts_90khz: int, audio: list[av.AudioFrame]) -> None:
-        self.video.push(image, pts_90khz)
+    def push_audio(self, audio: list[av.AudioFrame]) -> None:
         self.audio.push([_copy_audio_frame(f) for f in audio])
 
     # ServerPeer
@@ -164,6 +168,7 @@ class Channel:
         pipeline: ChannelPipeline,
         clock: Clock,
         config: ChannelConfig,
+        video: VideoEncoderSettings,
     ) -> None:
         self.name = name
         self._avatar = avatar
@@ -177,6 +182,7 @@ class Channel:
         self._listener: Callable[[PlaybackEvent], None] | None = None
         self.frames_produced = 0
         self.created_at_s = clock.now()
+        self.video = ChannelVideo(video, clock, name)  # one encoder for all the viewers
 
     # FrameSink
     @property
@@ -199,9 +205,9 @@ class Channel:
         """Hand this tick's frame and its 40 ms of audio to every viewer; send due events."""
         self._last_image = image
         audio = self._out_audio.convert(job.audio_16k)
-        pts = job.output_index * VIDEO_PTS_PER_FRAME_25FPS
+        self.video.push(image, job.output_index * VIDEO_PTS_PER_FRAME_25FPS)
         for viewer in self.viewers.values():
-            viewer.push(image, pts, audio)
+            viewer.push_audio(audio)
         self.frames_produced += 1
         self._dispatch(self._pipeline.take_events())
         if self.driver is not None and self.driver.kind == "file" and not self.has_pending_audio:
@@ -209,7 +215,12 @@ class Channel:
 
     async def drain(self) -> None:
         """Wait until every viewer has been sent the frames delivered so far."""
+        await self.video.drain()
         await asyncio.gather(*(v.drain() for v in list(self.viewers.values())))
+
+    async def aclose(self) -> None:
+        """End the video encoder's task (once the viewers are gone)."""
+        await self.video.aclose()
 
     def _dispatch(self, events: list[PlaybackEvent]) -> None:
         if self._listener is None:
@@ -286,9 +297,11 @@ class Channel:
     # Viewers
     def viewer_joined(self, viewer: Viewer) -> None:
         self.viewers[viewer.viewer_id] = viewer
+        self.video.add(viewer.video, viewer.video_sender)
 
     def viewer_left(self, viewer: Viewer) -> None:
         self.viewers.pop(viewer.viewer_id, None)
+        self.video.remove(viewer.video)
         if viewer.publishing and self.driver is not None and self.driver.kind == "call":
             self.driver.release()
 

@@ -123,7 +123,7 @@ class ChannelRegistry:
         pipeline = hub.configure(
             ChannelPipeline(frame_count, hub.pipeline_config, self.config.playout)
         )
-        channel = Channel(name, avatar, pipeline, hub.clock, self.config)
+        channel = Channel(name, avatar, pipeline, hub.clock, self.config, self._peers.video)
         self.channels[name] = channel
         hub.scheduler.add(channel)
         log.info("channel %s: created with avatar %s", name, avatar)
@@ -136,6 +136,7 @@ class ChannelRegistry:
         await asyncio.gather(*(v.aclose() for v in list(channel.viewers.values())))
         if channel.driver is not None:
             await channel.driver.revoke()
+        await channel.aclose()
         log.info("channel %s: deleted", name)
 
     async def add_viewer(
@@ -170,6 +171,7 @@ class ChannelRegistry:
             pc.addTransceiver(viewer.audio, direction="sendonly")
         video = pc.addTransceiver(viewer.video, direction="sendonly")
         prefer_video_codec(video, self._peers.video_codec)
+        viewer.video_sender = video.sender
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:

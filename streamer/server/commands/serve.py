@@ -144,6 +144,7 @@ def server_config(
         avatar=args.avatar,
         max_sessions=args.max_sessions,
         video_codec=args.codec,
+        video_bitrate_bps=args.bitrate,
         ice_servers=tuple(args.ice_server),
         connect_timeout_s=args.connect_timeout_s,
         session_idle_timeout_s=args.session_idle_timeout_s or None,

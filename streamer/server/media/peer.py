@@ -1,11 +1,11 @@
 """One lifecycle for every server-side peer connection: calls and channel viewers alike.
 
-- :class:`PeerSettings`: how the server's peers connect and which video codec they send.
+- :class:`PeerSettings`: how the server's peers connect and how they encode video.
 - :class:`ServerPeer` owns a peer connection, its two outgoing tracks (bounded, see
-  :mod:`~streamer.server.media.tracks`) and, when the peer sends audio, the task that drains
-  it; subclasses say what an incoming audio frame is for (:meth:`ServerPeer.on_input`) and what
-  leaving means to their owner (:meth:`ServerPeer.on_closed`). ``aclose()`` is idempotent and
-  waits.
+  :mod:`~streamer.server.media.tracks`: its subclass gives the video one) and, when the peer
+  sends audio, the task that drains it; subclasses say what an incoming audio frame is for
+  (:meth:`ServerPeer.on_input`) and what leaving means to their owner
+  (:meth:`ServerPeer.on_closed`). ``aclose()`` is idempotent and waits.
 - :func:`negotiate` answers an offer (already checked by
   :func:`~streamer.server.media.sdp.check_offer`), closing the peer when aiortc refuses it.
 - :class:`PeerWatch` follows each peer's connection state: a peer that fails or closes is
@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -28,9 +28,15 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from streamer.errors import AudioFormatError
 from streamer.server.media.clock import Clock
+from streamer.server.media.encoder import VideoEncoderSettings
 from streamer.server.media.ice import TurnConfig
 from streamer.server.media.sdp import BadOfferError
-from streamer.server.media.tracks import AvatarAudioTrack, AvatarVideoTrack, wait_sent
+from streamer.server.media.tracks import (
+    AvatarAudioTrack,
+    EncodingVideoTrack,
+    PacketTrack,
+    wait_sent,
+)
 from streamer.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -40,20 +46,30 @@ log = logging.getLogger(__name__)
 class PeerSettings:
     """How the server's peers connect and what they send: shared by calls and viewers."""
 
-    video_codec: str = "vp8"
+    video: VideoEncoderSettings = field(default_factory=VideoEncoderSettings)
     ice_servers: tuple[str, ...] = ()
     turn: TurnConfig | None = None
     connect_timeout_s: float = 15.0
+
+    @property
+    def video_codec(self) -> str:
+        return self.video.codec
 
 
 class ServerPeer:
     """A peer connection with the avatar's video and audio going out. Event-loop only."""
 
-    def __init__(self, peer_id: str, pc: RTCPeerConnection, label: str) -> None:
+    def __init__(
+        self,
+        peer_id: str,
+        pc: RTCPeerConnection,
+        label: str,
+        video: EncodingVideoTrack | PacketTrack,
+    ) -> None:
         self.peer_id = peer_id
         self.pc = pc
         self.label = label  # for log lines: "session 1a2b", "channel live: viewer 3c4d"
-        self.video = AvatarVideoTrack()
+        self.video = video
         self.audio = AvatarAudioTrack()
         self._ingest_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None

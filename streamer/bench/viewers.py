@@ -1,0 +1,216 @@
+"""``bench viewers``: many WHEP viewers of one channel against a real server: fps and CPU each.
+
+The server runs as its own process (:mod:`streamer.bench.served`); the viewers are real aiortc
+peers in this process, light ones (:mod:`streamer.probe.light_receiver`): every packet crosses
+their whole receive path, but only video keyframes are decoded (to check the picture), so fifty
+of them still leave the machine to the server. One channel, driven by the soak's spoken clip
+uploaded to ``/channels/{name}/speak`` (so the model runs every tick, not only idle frames).
+
+Per row (a number of viewers): the server's CPU over the measured window, the frames each
+viewer received per second (the slowest and the mean), late ticks, and, against the first row,
+what each extra viewer costs: (CPU of the row - CPU of the first row) / (its viewers - the first
+row's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import math
+import time
+import wave
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+
+from streamer.bench.served import cpu_s, serve
+from streamer.client_auth import server_session
+from streamer.probe import promtext
+from streamer.probe.clip import make_clip
+from streamer.probe.light_receiver import Decoded, light_decoding
+from streamer.probe.report import write_section
+from streamer.probe.viewer import WhepViewer
+
+CHANNEL = "bench"
+
+
+def register(kinds: Any) -> None:
+    p = kinds.add_parser("viewers", help="fps and server CPU with N viewers of one channel")
+    p.add_argument("--viewers", default="1,10,50", help="comma-separated viewer counts")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured time per row")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
+    p.add_argument("--codec", choices=("vp8", "h264"), default="vp8")
+    p.add_argument("--no-record", action="store_true", help="print only")
+    p.set_defaults(func=_run)
+
+
+class CountingViewer(WhepViewer):
+    """A WHEP viewer that keeps arrival times only (its decoders are light ones)."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url, CHANNEL, keep_frames=False)
+        self.audio_frames = 0
+
+    def on_video(self, frame: av.VideoFrame, at_s: float) -> None:
+        self.received.video_at_s.append(at_s)
+
+    def on_audio(self, frame: av.AudioFrame, at_s: float) -> None:
+        self.audio_frames += 1
+
+
+def _wav(pcm: np.ndarray, seconds: float) -> bytes:
+    """``pcm`` (48 kHz float) repeated to last ``seconds``, as a 16-bit WAV file."""
+    reps = max(1, math.ceil(seconds * 48_000 / pcm.shape[0]))
+    s16 = (np.clip(np.tile(pcm, reps), -1, 1) * 32767).astype(np.int16)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(s16.tobytes())
+    return out.getvalue()
+
+
+async def _speak(http: aiohttp.ClientSession, url: str, wav: bytes) -> None:
+    form = aiohttp.FormData()
+    form.add_field("audio", wav, filename="clip.wav", content_type="audio/wav")
+    async with http.post(f"{url}/channels/{CHANNEL}/speak", data=form) as r:
+        if r.status != 202:
+            raise RuntimeError(f"speak refused: {r.status} {await r.text()}")
+
+
+async def _row(
+    http: aiohttp.ClientSession,
+    url: str,
+    pid: int,
+    n: int,
+    wav: bytes,
+    seconds: float,
+    warmup: float,
+    decoded: Decoded,
+) -> dict[str, Any]:
+    viewers = [CountingViewer(url) for _ in range(n)]
+    try:
+        for viewer in viewers:
+            await viewer.connect(http)
+        await _speak(http, url, wav)
+        await asyncio.sleep(warmup)
+        async with http.get(f"{url}/metrics") as r:
+            before = promtext.parse(await r.text())
+        keyframes0 = decoded.keyframes
+        cpu0, t0, client0 = cpu_s(pid), time.monotonic(), time.process_time()
+        await asyncio.sleep(seconds)
+        cpu1, t1, client1 = cpu_s(pid), time.monotonic(), time.process_time()
+        async with http.get(f"{url}/metrics") as r:
+            after = promtext.parse(await r.text())
+    finally:
+        for viewer in viewers:
+            await viewer.aclose(http)
+        async with http.post(f"{url}/channels/{CHANNEL}/interrupt"):
+            pass
+    fps = [
+        float(
+            np.count_nonzero(
+                (np.asarray(v.received.video_at_s) >= t0) & (np.asarray(v.received.video_at_s) < t1)
+            )
+        )
+        / (t1 - t0)
+        for v in viewers
+    ]
+    image = decoded.last_keyframe_bgr
+    return {
+        "viewers": n,
+        "fps_min": min(fps),
+        "fps_mean": float(np.mean(fps)),
+        "late_ticks": promtext.value(after, "avatar_ticks_late_total")
+        - promtext.value(before, "avatar_ticks_late_total"),
+        "keyframes": decoded.keyframes - keyframes0,
+        "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "client_cpu_pct": 100 * (client1 - client0) / (t1 - t0),
+        "picture": "n/a"
+        if image is None
+        else f"{image.shape[1]}x{image.shape[0]}, std {float(image.std()):.0f}",
+    }
+
+
+async def measure(
+    counts: list[int], seconds: float, warmup: float, codec: str
+) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    clip = await loop.run_in_executor(None, make_clip, None)
+    wav = _wav(clip.pcm, warmup + seconds + 10.0)
+    most = str(max(counts))
+    args = ["--max-viewers-per-channel", most, "--max-viewers", most, "--codec", codec]
+    results: list[dict[str, Any]] = []
+    with light_decoding() as decoded:
+        async with server_session() as http, serve(http, *args) as served:
+            for n in counts:
+                results.append(
+                    await _row(http, served.url, served.pid, n, wav, seconds, warmup, decoded)
+                )
+                print(_line(results[-1], results[0]), flush=True)
+    return results
+
+
+def per_extra_viewer(row: dict[str, Any], first: dict[str, Any]) -> float:
+    """Server CPU (% of one core) per viewer beyond the first row's; NaN for the first row."""
+    extra = row["viewers"] - first["viewers"]
+    return (row["cpu_pct"] - first["cpu_pct"]) / extra if extra > 0 else math.nan
+
+
+def _line(r: dict[str, Any], first: dict[str, Any]) -> str:
+    extra = per_extra_viewer(r, first)
+    return (
+        f"| {r['viewers']} | {r['fps_min']:.2f} | {r['fps_mean']:.2f} | {r['late_ticks']:.0f} | "
+        f"{r['keyframes']} | {r['cpu_pct']:.0f} % | "
+        f"{'n/a' if math.isnan(extra) else f'{extra:.2f} %'} | {r['client_cpu_pct']:.0f} % | "
+        f"{r['picture']} |"
+    )
+
+
+HEADER = (
+    "| viewers | fps (slowest) | fps (mean) | late ticks | keyframes decoded | server CPU | "
+    "server CPU per extra viewer | client peers CPU | last keyframe |\n" + "|---" * 9 + "|"
+)
+
+COLUMNS = (
+    "- viewers: light WHEP viewers of the one channel (every packet received, only video "
+    "keyframes decoded).",
+    "- fps: video frames received per second by the slowest viewer, and by all on average.",
+    "- late ticks: scheduler ticks that missed their deadline (`avatar_ticks_late_total`).",
+    "- keyframes decoded: video keyframes the viewers received in the window, all together.",
+    "- server CPU: the server's process time over wall time (100 % = one core).",
+    "- server CPU per extra viewer: (server CPU - the first row's) / (viewers - the first "
+    "row's), in % of one core.",
+    "- client peers CPU: the same for this process, which runs every viewer.",
+    "- last keyframe: the size and pixel standard deviation of the last keyframe decoded (a "
+    "blank or broken picture reads ~0).",
+)
+
+
+def _run(args: argparse.Namespace) -> int:
+    counts = [int(c) for c in args.viewers.split(",") if c.strip()]
+    print(HEADER, flush=True)
+    results = asyncio.run(measure(counts, args.seconds, args.warmup, args.codec))
+    body = (
+        "Server: `avatar-streamer serve` in its own process (built-in model, default 512x512 "
+        f"avatar, {args.codec.upper()}), one channel driven by the soak's spoken clip (uploaded "
+        f"to `/speak`); {args.seconds:g} s measured per row after {args.warmup:g} s.\n\n"
+        + "\n".join(COLUMNS)
+        + "\n\n"
+        + HEADER
+        + "\n"
+        + "\n".join(_line(r, results[0]) for r in results)
+        + "\n"
+    )
+    if not args.no_record:
+        command = (
+            f"avatar-streamer bench viewers --viewers {args.viewers} --seconds {args.seconds:g}"
+        )
+        if args.codec != "vp8":
+            command += f" --codec {args.codec}"
+        write_section("viewers", "Channel viewers: fps and server CPU per viewer", command, body)
+    return 0 if all(r["fps_min"] >= 24.5 for r in results) else 1
