@@ -76,6 +76,31 @@ def test_one_late_packet_raises_the_target_at_once_and_it_falls_back_later() -> 
     assert history[-1][1] == pytest.approx(floor)
 
 
+def test_audio_read_in_a_server_stall_is_no_evidence_of_lateness() -> None:
+    # A 150 ms stall of the server's own loop: 7 packets wait in its socket, then are read at
+    # once. Flagged, they leave the target where it was; unflagged (the same arrivals), they
+    # raise it to cover 150 ms (what the server did before it told them apart).
+    def run(flag: bool) -> DelayEstimator:
+        est = DelayEstimator()
+        rng = np.random.default_rng(2)
+        feed(est, rng.uniform(0, 0.02, 1500))  # 30 s of a 0-20 ms network
+        resumed_s = 1508 * PACKET_S + 0.03
+        for k in range(1500, 1508):  # sent during the stall, read when it ended
+            est.observe(resumed_s, (k + 1) * PACKET_S, stalled=flag)
+        for k in range(1508, 1600):
+            t_s = (k + 1) * PACKET_S
+            est.observe(t_s + float(rng.uniform(0, 0.02)), t_s)
+        return est
+
+    before = DelayEstimator()
+    feed(before, np.random.default_rng(2).uniform(0, 0.02, 1500))
+    flagged, unflagged = run(True), run(False)
+    assert flagged.target_s == pytest.approx(before.target_s)
+    assert flagged.stalled_units == 8
+    assert flagged.late_units == before.late_units
+    assert unflagged.target_s >= 0.15
+
+
 def test_repeated_lateness_keeps_the_target_up_one_spike_does_not_move_it_by_itself() -> None:
     rng = np.random.default_rng(1)
     steady = DelayEstimator(JitterConfig(late_hold_s=0.0))

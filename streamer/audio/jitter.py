@@ -18,6 +18,11 @@ which would have made its frame wait, raises the target to cover it on the spot 
 there for ``late_hold_s`` after the last such unit; then the histogram decides again (where
 three late intervals in ~30 s keep it up on their own).
 
+A unit read while the server itself was held up (``stalled``: its event loop stalled, so the
+packet waited in the socket, not on the network) tells nothing about the network: it moves the
+base like any other but is no evidence of lateness (no peak, no late floor, no target change).
+Otherwise one 100 ms stall of the server's own would raise the target to cover it for ~30 s.
+
 Synchronous; one owner.
 """
 
@@ -69,6 +74,7 @@ class JitterSnapshot:
     recent_peaks_s: tuple[float, ...]  # the last intervals' peak relative delays, oldest first
     observations: int
     late_units: int  # units that came later than the target of their time
+    stalled_units: int  # units read while the server was held up: not counted as lateness
 
 
 class DelayEstimator:
@@ -100,6 +106,7 @@ class DelayEstimator:
         self._target_s = self.config.start_delay_s
         self.observations = 0
         self.late_units = 0
+        self.stalled_units = 0
 
     @property
     def base_s(self) -> float | None:
@@ -110,9 +117,10 @@ class DelayEstimator:
     def target_s(self) -> float:
         return self._target_s
 
-    def observe(self, arrival_s: float, media_s: float) -> float:
+    def observe(self, arrival_s: float, media_s: float, stalled: bool = False) -> float:
         """Record a unit of audio completing media time ``media_s`` that arrived at
-        ``arrival_s``; returns its relative delay (>= 0)."""
+        ``arrival_s``; returns its relative delay (>= 0). ``stalled``: it was read while the
+        server was held up, so its lateness is not the network's (see above)."""
         cfg = self.config
         offset_s = arrival_s - media_s
         while self._base and self._base[-1][1] >= offset_s:
@@ -122,6 +130,10 @@ class DelayEstimator:
             self._base.popleft()
         relative_s = offset_s - self._base[0][1]
         self.observations += 1
+        if stalled:
+            self.stalled_units += 1
+            self._update_target(arrival_s)
+            return relative_s
 
         if self._interval_start_s is None:
             self._interval_start_s = arrival_s
@@ -147,6 +159,7 @@ class DelayEstimator:
             recent_peaks_s=tuple(self._peaks),
             observations=self.observations,
             late_units=self.late_units,
+            stalled_units=self.stalled_units,
         )
 
     def _close_interval(self, peak_s: float) -> None:
@@ -174,3 +187,37 @@ class DelayEstimator:
         if now_s < self._late_until_s:
             target_s = max(target_s, (self._bucket(self._late_floor_s) + 1) * cfg.bucket_s)
         self._target_s = min(cfg.max_delay_s, max(cfg.min_delay_s, target_s))
+
+
+class LoopStalls:
+    """When the server itself was held up (a garbage collection, a blocking call, the
+    hypervisor taking the CPU), as its scheduler saw it: a tick that fired ``threshold_s`` or
+    more after its deadline means nothing ran on the event loop until then.
+
+    Audio the sender sent before a stall ended waited in the server's socket for (part of) it,
+    not only on the network: :meth:`explains` tells the playout buffer so, by the unit's media
+    time (when it would have come by the fastest recent path), not by when the server got
+    round to reading it, which may be well after the stall while the backlog is worked off.
+    Bounded: the last ``keep`` stalls. Pure; one writer (the scheduler), read by every sink.
+    """
+
+    def __init__(self, threshold_s: float = 0.02, margin_s: float = 0.02, keep: int = 8) -> None:
+        self.threshold_s = threshold_s
+        self.margin_s = margin_s
+        self._stalls: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
+        self.count = 0
+
+    def note(self, deadline_s: float, fired_s: float) -> None:
+        """A tick due at ``deadline_s`` fired at ``fired_s``."""
+        if fired_s - deadline_s >= self.threshold_s:
+            self._stalls.append((deadline_s, fired_s))
+            self.count += 1
+
+    def explains(self, expected_s: float, arrival_s: float) -> bool:
+        """Whether a unit that would have come at ``expected_s`` and came at ``arrival_s``
+        (later) waited through a recorded stall: one that ended after it was due (within the
+        margin) and began before it came."""
+        return any(
+            expected_s <= end_s + self.margin_s and arrival_s >= start_s
+            for start_s, end_s in self._stalls
+        )

@@ -43,7 +43,7 @@ import numpy.typing as npt
 
 from streamer.audio.conceal import fade_in, fade_out_continuation
 from streamer.audio.ingest import AudioIngest
-from streamer.audio.jitter import DelayEstimator, JitterConfig, JitterSnapshot
+from streamer.audio.jitter import DelayEstimator, JitterConfig, JitterSnapshot, LoopStalls
 from streamer.audio.mel import MelExtractor
 from streamer.audio.pause import PauseDetector
 from streamer.audio.ring import SampleRing
@@ -172,6 +172,7 @@ class PlayoutSnapshot:
             "quantile": self.jitter.quantile,
             "recent_peak_delays_ms": [round(p * 1e3, 1) for p in self.jitter.recent_peaks_s],
             "late_units": self.jitter.late_units,
+            "stalled_units": self.jitter.stalled_units,
             "frames": s.frames,
             "underruns": s.underruns,
             "concealed_frames": s.concealed,
@@ -219,6 +220,7 @@ class SessionPipeline:
         self._ring = SampleRing(int(cfg.ring_s * INPUT_RATE_HZ))
         self._mel = MelExtractor(fps=cfg.fps, capacity_s=cfg.ring_s)
         self._timing = DelayEstimator(cfg.jitter)
+        self._stalls: LoopStalls | None = None
         self._pauses = PauseDetector(capacity_blocks=round(cfg.ring_s * 50))
         self._next_input = 0  # the next input frame to play
         self._output_index = 0
@@ -271,6 +273,11 @@ class SessionPipeline:
             jitter=self._timing.snapshot(),
             stats=self.stats,
         )
+
+    def watch_stalls(self, stalls: LoopStalls) -> None:
+        """Learn when the server itself was held up: audio that waited through such a stall
+        is no evidence of network lateness (:class:`~streamer.audio.jitter.LoopStalls`)."""
+        self._stalls = stalls
 
     def set_mel_frame_offset(self, frame_offset: int) -> None:
         """Use a model's mel alignment (before any audio arrives)."""
@@ -343,7 +350,9 @@ class SessionPipeline:
 
     def _append(self, samples: F32, now_s: float, real: bool = True) -> None:
         """Take ``samples`` arriving at ``now_s``: a timing observation (their end, in media
-        time, became available now). Concealment (``real=False``) never sets the noise floor."""
+        time, became available now; if a stall of the server's own explains their wait, no
+        evidence of network lateness). Concealment (``real=False``) never sets the noise
+        floor."""
         if samples.shape[0] == 0:
             return
         before = self._mel.frames_ready()
@@ -356,7 +365,14 @@ class SessionPipeline:
         # Concealment counts as audio that came now: a lost packet's frame could not complete
         # before the packet after it, so losses raise the target (~20 ms) rather than make
         # frames wait in speech.
-        relative_s = self._timing.observe(now_s, end / INPUT_RATE_HZ)
+        media_s = end / INPUT_RATE_HZ
+        base_s = self._timing.base_s
+        stalled = (
+            self._stalls is not None
+            and base_s is not None
+            and self._stalls.explains(media_s + base_s, now_s)
+        )
+        relative_s = self._timing.observe(now_s, media_s, stalled)
         for i in range(before, self._mel.frames_ready()):
             if self._completions and self._completions[-1].frame != i - 1:
                 self._completions.clear()  # frames skipped by an interrupt: start over

@@ -38,8 +38,10 @@ class MediaHub:
         await asyncio.get_running_loop().run_in_executor(None, self.runtime.load_avatar, name)
 
     def configure(self, pipeline: P) -> P:
-        """Give a new pipeline the model's lookahead (its mel frame offset)."""
+        """Give a new pipeline the model's lookahead (its mel frame offset) and the record of
+        the server's own stalls."""
         pipeline.set_mel_frame_offset(self.runtime.mel_frame_offset)
+        pipeline.watch_stalls(self.scheduler.stalls)
         return pipeline
 
     def start(self) -> None:

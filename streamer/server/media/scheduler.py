@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from streamer.audio.jitter import LoopStalls
 from streamer.playout.pipeline import FrameJob, SessionPipeline
 from streamer.server.media.clock import Clock
 from streamer.server.media.metrics import Metrics
@@ -72,6 +73,7 @@ class FrameScheduler:
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self.t0_s = 0.0
+        self.stalls = LoopStalls()  # what its late ticks say about the event loop
 
     def start(self) -> None:
         if self._task is None:
@@ -141,6 +143,7 @@ class FrameScheduler:
             now = self._clock.now()
             late_s = now - deadline
             self._metrics.loop_lag.observe(max(0.0, late_s))
+            self.stalls.note(deadline, now)
             if late_s >= self.period_s:
                 missed = int(late_s // self.period_s)
                 self._metrics.late_ticks.inc(missed)

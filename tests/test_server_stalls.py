@@ -1,0 +1,64 @@
+"""A stall of the server's own (its process stopped, as a hypervisor or a long collection would
+stop it) is not network lateness: the call's playout target stays where the network put it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import aiohttp
+import pytest
+
+from streamer.probe.clip import make_clip
+from streamer.probe.peer import LoopbackPeer
+from streamer.audio.jitter import LoopStalls
+from tests.servers import serve_subprocess
+
+
+def test_a_stall_explains_the_wait_of_audio_due_before_it_ended() -> None:
+    stalls = LoopStalls(threshold_s=0.02, margin_s=0.02, keep=2)
+    stalls.note(10.0, 10.005)  # 5 ms late: the timer's own jitter, not a stall
+    assert not stalls.explains(9.99, 10.004)
+    stalls.note(11.0, 11.15)  # nothing ran from 11.0 to 11.15
+    assert stalls.explains(11.05, 11.16)  # due in it, read after it
+    assert stalls.explains(10.98, 11.3)  # due before it, read while the backlog was worked off
+    assert stalls.explains(11.16, 11.2)  # sent just as it ended: within the margin
+    assert not stalls.explains(11.2, 11.3)  # due after it: its wait was the network's
+    assert not stalls.explains(10.9, 10.95)  # came before it began
+    stalls.note(12.0, 12.03)
+    stalls.note(13.0, 13.03)  # only the last two are kept: bounded
+    assert not stalls.explains(11.05, 11.16)
+    assert stalls.count == 3
+
+
+@pytest.mark.realtime
+@pytest.mark.slow
+async def test_a_stopped_server_does_not_raise_the_calls_playout_target() -> None:
+    clip = make_clip(None)
+    async with serve_subprocess() as served, aiohttp.ClientSession() as http:
+        peer = LoopbackPeer(served.url, clip.pcm, loop=True, keep_frames=False)
+        await peer.connect(http)
+        state_url = f"{served.url}/sessions/{peer.session_id}"
+
+        async def playout() -> dict[str, float]:
+            async with http.get(state_url) as r:
+                return (await r.json())["playout"]  # type: ignore[no-any-return]
+
+        await asyncio.sleep(4.0)
+        before = await playout()
+        for _ in range(3):  # the server's process stopped for 150 ms, three times
+            os.kill(served.proc.pid, signal.SIGSTOP)
+            await asyncio.sleep(0.15)
+            os.kill(served.proc.pid, signal.SIGCONT)
+            await asyncio.sleep(1.0)
+            after = await playout()
+            # Read within a second of each stall, when a late unit would hold the target up.
+            assert after["target_delay_ms"] <= max(before["target_delay_ms"], 40.0) + 20.0, (
+                before,
+                after,
+            )
+        await peer.aclose(http)
+    # The packets read after each stall were seen, and not taken for network lateness.
+    assert after["stalled_units"] >= 3, after
+    assert after["dropped_frames"] == 0
