@@ -82,9 +82,7 @@ def main(argv: list[str]) -> int:
             f"{100 * n / total:.0f} % |"
         )
     cpu_s = total / args.rate
-    print(
-        f"| all | {cpu_s / args.seconds * 1e3:.1f} | {cpu_s / frames * 1e3:.2f} | 100 % |"
-    )
+    print(f"| all | {cpu_s / args.seconds * 1e3:.1f} | {cpu_s / frames * 1e3:.2f} | 100 % |")
     return 0
 
 

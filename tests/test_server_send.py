@@ -87,7 +87,9 @@ async def test_a_call_encodes_once_with_its_viewers_pli_and_remb(server, runtime
     assert frames >= 50  # 2.5 s at 25 fps, all decoded by the client
 
 
-async def test_ten_viewers_of_a_channel_share_one_encoder(server, runtime: Runtime) -> None:
+async def test_ten_viewers_of_a_channel_share_one_encoder_each_for_video_and_sound(
+    server, runtime: Runtime
+) -> None:
     url, app = server
     async with aiohttp.ClientSession() as http:
         viewers = [WhepViewer(url, "hall", keep_frames=False) for _ in range(10)]
@@ -96,17 +98,24 @@ async def test_ten_viewers_of_a_channel_share_one_encoder(server, runtime: Runti
         channel = app[CHANNELS].get("hall")
         await asyncio.sleep(1.5)
         encoded0, produced0 = channel.video.encoder.frames, channel.frames_produced
+        sound0 = channel.audio.frames
         received0 = [len(v.received.video_at_s) for v in viewers]
+        heard0 = [len(v.received.audio_pcm) for v in viewers]
         await asyncio.sleep(2.0)
         encoded = channel.video.encoder.frames - encoded0
         produced = channel.frames_produced - produced0
+        sound = channel.audio.frames - sound0
         received = [len(v.received.video_at_s) - n for v, n in zip(viewers, received0, strict=True)]
+        heard = [len(v.received.audio_pcm) - n for v, n in zip(viewers, heard0, strict=True)]
         senders = [_server_video_sender(v.pc) for v in channel.viewers.values()]
         codecs_opened = [s._RTCRtpSender__encoder.codec for s in senders]
         for viewer in viewers:
             await viewer.aclose(http)
-    # One encode per produced frame (not one per viewer), and every viewer decoded ~25 fps.
+    # One encode per produced frame (not one per viewer), and every viewer decoded ~25 fps;
+    # one Opus encode per 20 ms of sound, and every viewer decoded ~50 packets a second.
     assert abs(encoded - produced) <= 2, (encoded, produced)
     assert min(received) >= 45, received
+    assert abs(sound - 2 * produced) <= 4, (sound, produced)
+    assert min(heard) >= 90, heard
     assert len(codecs_opened) == 10
     assert codecs_opened == [None] * 10  # aiortc's senders only packetised

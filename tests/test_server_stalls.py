@@ -10,9 +10,9 @@ import signal
 import aiohttp
 import pytest
 
+from streamer.audio.jitter import LoopStalls
 from streamer.probe.clip import make_clip
 from streamer.probe.peer import LoopbackPeer
-from streamer.audio.jitter import LoopStalls
 from tests.servers import serve_subprocess
 
 

@@ -13,7 +13,11 @@ from streamer.playout.pipeline import FrameJob, OutputAudio, SessionPipeline
 from streamer.server.media.clock import Clock
 from streamer.server.media.encoder import VideoEncoderSettings
 from streamer.server.media.peer import ServerPeer
-from streamer.server.media.tracks import VIDEO_PTS_PER_FRAME_25FPS, EncodingVideoTrack
+from streamer.server.media.tracks import (
+    VIDEO_PTS_PER_FRAME_25FPS,
+    AvatarAudioTrack,
+    EncodingVideoTrack,
+)
 
 U8 = npt.NDArray[np.uint8]
 
@@ -33,7 +37,10 @@ class Session(ServerPeer):
         video: VideoEncoderSettings,
     ) -> None:
         self.video: EncodingVideoTrack
-        super().__init__(session_id, pc, f"session {session_id}", EncodingVideoTrack(video))
+        self.audio: AvatarAudioTrack
+        super().__init__(
+            session_id, pc, f"session {session_id}", EncodingVideoTrack(video), AvatarAudioTrack()
+        )
         self._avatar = avatar
         self._pipeline = pipeline
         self._clock = clock

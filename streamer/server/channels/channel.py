@@ -1,9 +1,10 @@
 """Channels: named avatar stages, each driven by one audio source and watched by any number.
 
 A :class:`Channel` is one more sink on the one :class:`FrameScheduler`: the same 25 Hz grid and
-the same batched inference as the calls. It produces each frame once (idle frames when no one
-speaks) and fans it out to its viewers, each through its own tracks with small bounded queues,
-so a slow viewer drops its own oldest frames and never stalls the others. Its audio comes from
+the same batched inference as the calls. It produces and encodes each frame once (idle frames when
+no one speaks) and fans the packets out to its viewers (:mod:`~streamer.server.media.fanout`),
+each through its own tracks with small bounded queues, so a slow viewer drops its own packets
+and never stalls the others. Its audio comes from
 its :class:`~streamer.playout.queue.ChannelPipeline`'s queue, fed by at most one *driver* at a
 time (a WebSocket, a microphone, a call page, or uploaded files): a second driver is refused
 with :class:`ChannelBusyError` (409).
@@ -29,9 +30,13 @@ from streamer.playout.queue import ChannelPipeline, PlaybackEvent
 from streamer.server.config import ChannelConfig
 from streamer.server.media.clock import Clock
 from streamer.server.media.encoder import VideoEncoderSettings
-from streamer.server.media.fanout import ChannelVideo
+from streamer.server.media.fanout import ChannelAudio, ChannelVideo
 from streamer.server.media.peer import ServerPeer
-from streamer.server.media.tracks import VIDEO_PTS_PER_FRAME_25FPS, PacketTrack
+from streamer.server.media.tracks import (
+    VIDEO_PTS_PER_FRAME_25FPS,
+    AudioPacketTrack,
+    PacketTrack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +95,6 @@ def check_channel_name(name: str) -> str:
     return name
 
 
-def _copy_audio_frame(frame: av.AudioFrame) -> av.AudioFrame:
-    """A private copy for one viewer's sender (each encoder owns the frames it is given)."""
-    out = av.AudioFrame.from_ndarray(frame.to_ndarray(), format="s16", layout="mono")
-    out.sample_rate = frame.sample_rate
-    out.pts = frame.pts
-    out.time_base = frame.time_base
-    return out
-
-
 class Viewer(ServerPeer):
     """One peer connection watching a channel (WHEP, the view page, or a publishing call page);
     a publisher's audio is the channel's live driver. ``aclose()`` is idempotent and waits."""
@@ -107,8 +103,9 @@ class Viewer(ServerPeer):
         self, viewer_id: str, channel: Channel, pc: RTCPeerConnection, publishing: bool = False
     ) -> None:
         self.video: PacketTrack
+        self.audio: AudioPacketTrack
         label = f"channel {channel.name}: viewer {viewer_id}"
-        super().__init__(viewer_id, pc, label, channel.video.new_track())
+        super().__init__(viewer_id, pc, label, channel.video.new_track(), channel.audio.new_track())
         self.channel = channel
         self.publishing = publishing
         self.video_sender: RTCRtpSender | None = None  # set once its transceiver is added
@@ -116,9 +113,6 @@ class Viewer(ServerPeer):
     @property
     def viewer_id(self) -> str:
         return self.peer_id
-
-    def push_audio(self, audio: list[av.AudioFrame]) -> None:
-        self.audio.push([_copy_audio_frame(f) for f in audio])
 
     # ServerPeer
     def on_input(self, frame: av.AudioFrame) -> None:
@@ -183,6 +177,7 @@ class Channel:
         self.frames_produced = 0
         self.created_at_s = clock.now()
         self.video = ChannelVideo(video, clock, name)  # one encoder for all the viewers
+        self.audio = ChannelAudio()  # and one for their sound
 
     # FrameSink
     @property
@@ -204,10 +199,8 @@ class Channel:
     def deliver(self, job: FrameJob, image: U8, now_s: float) -> None:
         """Hand this tick's frame and its 40 ms of audio to every viewer; send due events."""
         self._last_image = image
-        audio = self._out_audio.convert(job.audio_16k)
         self.video.push(image, job.output_index * VIDEO_PTS_PER_FRAME_25FPS)
-        for viewer in self.viewers.values():
-            viewer.push_audio(audio)
+        self.audio.push(self._out_audio.convert(job.audio_16k))
         self.frames_produced += 1
         self._dispatch(self._pipeline.take_events())
         if self.driver is not None and self.driver.kind == "file" and not self.has_pending_audio:
@@ -219,8 +212,9 @@ class Channel:
         await asyncio.gather(*(v.drain() for v in list(self.viewers.values())))
 
     async def aclose(self) -> None:
-        """End the video encoder's task (once the viewers are gone)."""
+        """End the encoders (once the viewers are gone)."""
         await self.video.aclose()
+        self.audio.close()
 
     def _dispatch(self, events: list[PlaybackEvent]) -> None:
         if self._listener is None:
@@ -298,10 +292,12 @@ class Channel:
     def viewer_joined(self, viewer: Viewer) -> None:
         self.viewers[viewer.viewer_id] = viewer
         self.video.add(viewer.video, viewer.video_sender)
+        self.audio.add(viewer.audio)
 
     def viewer_left(self, viewer: Viewer) -> None:
         self.viewers.pop(viewer.viewer_id, None)
         self.video.remove(viewer.video)
+        self.audio.remove(viewer.audio)
         if viewer.publishing and self.driver is not None and self.driver.kind == "call":
             self.driver.release()
 

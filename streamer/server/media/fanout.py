@@ -1,4 +1,4 @@
-"""A channel's video: each frame encoded once, the packets fanned out to every viewer.
+"""A channel's media: each frame encoded once, the packets fanned out to every viewer.
 
 Without this every viewer's sender encoded the same picture again (0.14 core per viewer of
 one channel here). :class:`ChannelVideo` owns one :class:`~streamer.server.media.encoder.
@@ -18,13 +18,21 @@ change restarts the encoder and so costs every viewer a keyframe. With no estima
 codec's default (VP8 500 kbps).
 
 Frames produced while no one watches are not encoded. Event-loop only.
+
+:class:`ChannelAudio` does the same for the sound: each 20 ms frame is Opus-encoded once (each
+viewer's sender used to encode it again: ~1.8 % of a core per viewer here) and each viewer's
+:class:`~streamer.server.media.tracks.AudioPacketTrack` gets the packets. Opus packets stand
+alone, so a late joiner or a full queue needs nothing special. Packets go without the
+audio-level header extension (aiortc computes it only from frames).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fractions
 import logging
 
+import av
 import numpy as np
 import numpy.typing as npt
 from aiortc import RTCRtpSender
@@ -32,7 +40,7 @@ from aiortc import RTCRtpSender
 from streamer.server.media.clock import Clock
 from streamer.server.media.encoder import VideoEncoder, VideoEncoderSettings
 from streamer.server.media.send import on_keyframe_request, remb_target_bps
-from streamer.server.media.tracks import PacketTrack
+from streamer.server.media.tracks import AudioPacketTrack, PacketTrack
 from streamer.tasks import DropOldestQueue, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -139,3 +147,55 @@ class ChannelVideo:
                     self._last_keyframe_s = now_s
                 for track in list(self._tracks):
                     track.put(packet)
+
+
+OPUS_RATE_HZ = 48_000
+OPUS_TIME_BASE = fractions.Fraction(1, OPUS_RATE_HZ)
+
+
+class ChannelAudio:
+    """One Opus encoder for a channel's sound (48 kHz mono, 20 ms frames), fanned out."""
+
+    def __init__(self, bitrate_bps: int = 64_000) -> None:
+        self._bitrate_bps = bitrate_bps
+        self._context: av.AudioCodecContext | None = None
+        self._tracks: set[AudioPacketTrack] = set()
+        self._next_pts = 0  # RTP time: continuous, as aiortc's own encoder keeps it
+        self.frames = 0
+
+    def new_track(self) -> AudioPacketTrack:
+        return AudioPacketTrack()
+
+    def add(self, track: AudioPacketTrack) -> None:
+        self._tracks.add(track)
+
+    def remove(self, track: AudioPacketTrack) -> None:
+        self._tracks.discard(track)
+
+    def push(self, frames: list[av.AudioFrame]) -> None:
+        """This tick's 20 ms frames (48 kHz mono s16); not encoded while no one listens."""
+        if not self._tracks:
+            return
+        if self._context is None:
+            self._context = self._open()
+        for frame in frames:
+            self.frames += 1
+            for packet in self._context.encode(frame):
+                packet.pts, packet.time_base = self._next_pts, OPUS_TIME_BASE
+                self._next_pts += frame.samples
+                for track in self._tracks:
+                    track.put(packet)
+
+    def close(self) -> None:
+        self._context = None
+
+    def _open(self) -> av.AudioCodecContext:
+        context = av.CodecContext.create("libopus", "w")
+        context.bit_rate = self._bitrate_bps
+        context.format = "s16"
+        context.layout = "mono"
+        context.sample_rate = OPUS_RATE_HZ
+        context.time_base = OPUS_TIME_BASE
+        context.options = {"application": "voip", "frame_duration": "20"}
+        context.open()
+        return context

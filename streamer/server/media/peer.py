@@ -32,6 +32,7 @@ from streamer.server.media.encoder import VideoEncoderSettings
 from streamer.server.media.ice import TurnConfig
 from streamer.server.media.sdp import BadOfferError
 from streamer.server.media.tracks import (
+    AudioPacketTrack,
     AvatarAudioTrack,
     EncodingVideoTrack,
     PacketTrack,
@@ -65,12 +66,13 @@ class ServerPeer:
         pc: RTCPeerConnection,
         label: str,
         video: EncodingVideoTrack | PacketTrack,
+        audio: AvatarAudioTrack | AudioPacketTrack,
     ) -> None:
         self.peer_id = peer_id
         self.pc = pc
         self.label = label  # for log lines: "session 1a2b", "channel live: viewer 3c4d"
         self.video = video
-        self.audio = AvatarAudioTrack()
+        self.audio = audio
         self._ingest_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
 

@@ -156,6 +156,22 @@ class PacketTrack(_QueueTrack["Packet"]):
         return await self._next()
 
 
+class AudioPacketTrack(_QueueTrack["Packet"]):
+    """One channel viewer's audio: Opus packets the channel encoded once for every viewer.
+    Each stands alone, so a full queue drops the oldest (counted) like a frame track."""
+
+    kind = "audio"
+
+    def __init__(self, maxsize: int = 6) -> None:
+        super().__init__(maxsize)
+
+    def put(self, packet: Packet) -> None:
+        self._put(packet)
+
+    async def recv(self) -> Packet:
+        return await self._next()
+
+
 class AvatarAudioTrack(_QueueTrack[av.AudioFrame]):
     kind = "audio"
 
