@@ -160,6 +160,9 @@ async def test_the_video_codec_is_the_configured_one(
             video = answer[answer.index("m=video") :]
             assert f"{codec.upper()}/90000" in video
             assert f"{absent}/90000" not in video
+            # The server's own encoder of that codec: the client's real decoder reads it.
+            await asyncio.sleep(2.0)
+            assert len(peer.received.video_at_s) >= 35, len(peer.received.video_at_s)
             await peer.aclose(http)
     finally:
         await runner.cleanup()

@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streamer.server.media.clock import ManualClock
+from streamer.server.media.encoder import VideoEncoderSettings
 from streamer.server.media.peer import PeerWatch, ServerPeer, run_every
+from streamer.server.media.tracks import AvatarAudioTrack, EncodingVideoTrack
 
 
 class FakePeerConnection:
@@ -41,7 +43,13 @@ class FakePeerConnection:
 
 class Peer(ServerPeer):
     def __init__(self, peer_id: str, pc: FakePeerConnection, closed: list[str]) -> None:
-        super().__init__(peer_id, pc, f"peer {peer_id}")  # type: ignore[arg-type]
+        super().__init__(
+            peer_id,
+            pc,  # type: ignore[arg-type]
+            f"peer {peer_id}",
+            EncodingVideoTrack(VideoEncoderSettings()),
+            AvatarAudioTrack(),
+        )
         self._closed_log = closed
 
     async def on_closed(self) -> None:

@@ -69,6 +69,9 @@ class FakeChannel:
         self.viewers: dict[str, Any] = {}
         self.driver = None
 
+    async def aclose(self) -> None:
+        pass
+
 
 async def test_an_unwatched_channel_is_deleted_after_the_idle_timeout_on_the_one_clock() -> None:
     clock = ManualClock(start_s=0.0)
