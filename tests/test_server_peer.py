@@ -47,7 +47,7 @@ class Peer(ServerPeer):
             peer_id,
             pc,  # type: ignore[arg-type]
             f"peer {peer_id}",
-            EncodingVideoTrack(VideoEncoderSettings()),
+            EncodingVideoTrack(VideoEncoderSettings(), ManualClock()),
             AvatarAudioTrack(),
         )
         self._closed_log = closed

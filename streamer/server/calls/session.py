@@ -39,7 +39,11 @@ class Session(ServerPeer):
         self.video: EncodingVideoTrack
         self.audio: AvatarAudioTrack
         super().__init__(
-            session_id, pc, f"session {session_id}", EncodingVideoTrack(video), AvatarAudioTrack()
+            session_id,
+            pc,
+            f"session {session_id}",
+            EncodingVideoTrack(video, clock),
+            AvatarAudioTrack(),
         )
         self._avatar = avatar
         self._pipeline = pipeline

@@ -144,7 +144,10 @@ class ChannelVideo:
             packets = await loop.run_in_executor(None, self.encoder.encode, image, pts, keyframe)
             for packet in packets:
                 if packet.is_keyframe:
+                    # It serves every request made so far (a viewer added while it was being
+                    # encoded gets it below): one keyframe per join, not two.
                     self._last_keyframe_s = now_s
+                    self._keyframe_wanted = False
                 for track in list(self._tracks):
                     track.put(packet)
 
