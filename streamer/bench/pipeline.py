@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ from streamer.probe import impairment, promtext
 from streamer.probe.analysis import AnalysisOptions, PeerFigures, peer_figures
 from streamer.probe.clip import SoakClip, make_clip
 from streamer.probe.impairment import Impairment
-from streamer.probe.measuring_peer import MouthMeter, SoakPeer, mouth_meter
+from streamer.probe.light_receiver import light_decoding
+from streamer.probe.measuring_peer import MouthMeter, NoMouthMeter, SoakPeer, mouth_meter
 from streamer.probe.playout_metrics import playout
 from streamer.probe.report import write_section
 from streamer.resources import avatars_dir
@@ -44,6 +46,12 @@ def register(kinds: Any) -> None:
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--no-record", action="store_true", help="print only")
+    p.add_argument(
+        "--light",
+        action="store_true",
+        help="client peers that decode only video keyframes (streamer/probe/light_receiver.py): "
+        "the server's capacity, with the mouth and speech measures n/a; recorded apart",
+    )
     impairment.add_arguments(p, jitter_list=True)
     p.set_defaults(func=_run)
 
@@ -167,6 +175,7 @@ async def measure(
     seconds: float,
     warmup: float,
     model: Path | None,
+    light: bool = False,
 ) -> list[dict[str, Any]]:
     args = ["--max-sessions", str(max(counts))]
     if model is not None:
@@ -175,17 +184,35 @@ async def measure(
     clip = await loop.run_in_executor(None, make_clip, None)
     rows = [(n, Impairment(j, loss_pct, seed)) for n in counts for j in jitters_ms]
     results = []
-    async with server_session() as http, serve(http, *args) as served:  # token if set
-        meter = await loop.run_in_executor(
-            None, mouth_meter, served.health, "default", avatars_dir()
-        )
-        for n, impaired in rows:
-            level = await _level(
-                http, served.url, served.pid, n, impaired, clip, meter, seconds, warmup
+    decoding = light_decoding() if light else contextlib.nullcontext()
+    with decoding:
+        async with server_session() as http, serve(http, *args) as served:  # token if set
+            meter = (
+                NoMouthMeter()
+                if light
+                else await loop.run_in_executor(
+                    None, mouth_meter, served.health, "default", avatars_dir()
+                )
             )
-            results.append(level)
-            print(_row(results[-1]), flush=True)
+            for n, impaired in rows:
+                level = await _level(
+                    http, served.url, served.pid, n, impaired, clip, meter, seconds, warmup
+                )
+                if light:  # blank frames and silence: nothing to measure on the client side
+                    level.update(dict.fromkeys(LIGHT_NA, math.nan), onsets=0.0)
+                results.append(level)
+                print(_row(results[-1]), flush=True)
     return results
+
+
+# The client figures a light client cannot measure.
+LIGHT_NA = (
+    "mic_to_lips_p50_ms",
+    "mic_to_lips_p95_ms",
+    "speech_back_pct",
+    "av_median_ms",
+    "av_max_abs_ms",
+)
 
 
 def _f(x: float, spec: str = ".0f") -> str:
@@ -261,7 +288,14 @@ def _run(args: argparse.Namespace) -> int:
     print(HEADER, flush=True)
     results = asyncio.run(
         measure(
-            counts, args.jitter_ms, args.loss_pct, args.seed, args.seconds, args.warmup, args.model
+            counts,
+            args.jitter_ms,
+            args.loss_pct,
+            args.seed,
+            args.seconds,
+            args.warmup,
+            args.model,
+            args.light,
         )
     )
     print(summary_line(results, counts, args.jitter_ms))
@@ -310,4 +344,13 @@ def record(
     )
     if args.model:
         cmd += f" --model {args.model}"
+    if getattr(args, "light", False):
+        cmd += " --light"
+        body = (
+            "Light client peers: every packet received, only video keyframes decoded "
+            "(`streamer/probe/light_receiver.py`), so the clients cost little; the mouth, "
+            "speech-back and A/V columns read n/a.\n\n" + body
+        )
+        write_section("pipeline-light", "Real-time pipeline, light clients", cmd, body, path)
+        return
     write_section("pipeline", "Real-time pipeline: sessions, latency, fps, CPU", cmd, body, path)

@@ -8,6 +8,7 @@ megabytes.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,17 @@ class MouthMeter:
         k = self.STEP
         patch = image[y0:y1:k, x0:x1:k].astype(np.float32)[None]
         return float(np.abs(self._rest - patch).mean(axis=(1, 2, 3)).min())
+
+
+class NoMouthMeter(MouthMeter):
+    """For light client peers (:mod:`streamer.probe.light_receiver`), whose frames are blank
+    stand-ins: no mouth to read (NaN)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self, image: U8) -> float:
+        return math.nan
 
 
 def mouth_meter(health: dict[str, Any], avatar: str, avatars_dir: Path) -> MouthMeter:
