@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -17,6 +16,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from streamer.bench.served import free_port
 from streamer.server.http.protocol import JsonErrorAppRunner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,12 +32,6 @@ async def start_app(app: web.Application, port: int = 0) -> tuple[web.AppRunner,
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,13 @@ async def test_a_viewer_track_starts_at_a_keyframe_and_overflows_to_the_next() -
     assert asked == [0]
     assert track._queue.qsize() == 0  # packets[4] is no keyframe: withheld too
     track.stop()
+
+
+def test_estimates_are_followed_at_most_every_hold() -> None:
+    encoder = VideoEncoder(VideoEncoderSettings())
+    assert not encoder.follow(None, 0.0)  # no estimate yet: nothing, and no hold started
+    assert encoder.follow(1_000_000, 0.1)
+    assert not encoder.follow(250_000, 3.0)  # within the 5 s hold: ignored
+    assert encoder.bitrate_bps == 1_000_000
+    assert encoder.follow(250_000, 5.2)
+    assert encoder.bitrate_bps == 250_000

@@ -79,7 +79,7 @@ async def test_a_call_encodes_once_with_its_viewers_pli_and_remb(server, runtime
         assert encoder.keyframes == keyframes + 1
         # The client's receiver sends REMB on its own; the session's encoder follows it (at
         # most every 5 s, as each change costs a keyframe; here at every frame).
-        session.video.bitrate_check_s = 0.0
+        session.video.encoder.bitrate_hold_s = 0.0
         await asyncio.sleep(1.0)
         target = remb_target_bps(sender)
         assert target is not None

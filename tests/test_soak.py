@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,11 @@ from pathlib import Path
 import pytest
 
 from streamer.cli import main
+from tests.servers import free_port
 
 pytestmark = [pytest.mark.realtime, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -78,7 +72,7 @@ def soak(url: str, out: Path, *extra: str) -> tuple[int, dict]:  # type: ignore[
 
 
 def test_a_short_soak_of_a_healthy_server_passes(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "streamer", "serve", "--port", str(port)]
     with server_process(cmd, port, tmp_path / "server.log") as url:
         status, report = soak(
@@ -130,7 +124,7 @@ def test_a_short_soak_of_a_healthy_server_passes(tmp_path: Path) -> None:
 
 
 def test_the_soak_catches_a_stall_an_av_delay_and_a_leak(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, str(REPO / "tests" / "degraded_server.py"), "--port", str(port),
         "--stall-every-s", "5", "--stall-ms", "400", "--video-delay-frames", "3",

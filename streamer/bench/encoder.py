@@ -17,9 +17,8 @@ the decoded payloads against the rendered frames, and the bitrate they used.
 from __future__ import annotations
 
 import argparse
-import tempfile
+import io
 import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,17 +70,9 @@ def rendered_frames(root: Path) -> U8:
     from streamer.offline.audio import decode_audio
     from streamer.offline.cli import load_renderer
     from streamer.offline.render import RenderOptions, plan_frames
-    from streamer.probe.clip import make_clip
+    from streamer.probe.clip import make_clip, wav_bytes
 
-    clip = make_clip(None)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "clip.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(48_000)
-            w.writeframes((np.clip(clip.pcm, -1, 1) * 32767).astype(np.int16).tobytes())
-        audio = decode_audio(path)
+    audio = decode_audio(io.BytesIO(wav_bytes(make_clip(None).pcm)))
     renderer = load_renderer(None, "default", root)
     plan = plan_frames(audio.pcm_16k, renderer.avatar.frame_count, 0, RenderOptions())
     return np.concatenate(

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import math
 import time
-import wave
 from typing import Any
 
 import aiohttp
@@ -29,7 +27,7 @@ import numpy as np
 from streamer.bench.served import cpu_s, serve
 from streamer.client_auth import server_session
 from streamer.probe import promtext
-from streamer.probe.clip import make_clip
+from streamer.probe.clip import make_clip, wav_bytes
 from streamer.probe.light_receiver import Decoded, light_decoding
 from streamer.probe.report import write_section
 from streamer.probe.viewer import WhepViewer
@@ -61,17 +59,9 @@ class CountingViewer(WhepViewer):
         self.audio_frames += 1
 
 
-def _wav(pcm: np.ndarray, seconds: float) -> bytes:
-    """``pcm`` (48 kHz float) repeated to last ``seconds``, as a 16-bit WAV file."""
-    reps = max(1, math.ceil(seconds * 48_000 / pcm.shape[0]))
-    s16 = (np.clip(np.tile(pcm, reps), -1, 1) * 32767).astype(np.int16)
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48_000)
-        w.writeframes(s16.tobytes())
-    return out.getvalue()
+def _looped(pcm: np.ndarray, seconds: float) -> np.ndarray:
+    """``pcm`` repeated to last ``seconds`` (48 kHz)."""
+    return np.tile(pcm, max(1, math.ceil(seconds * 48_000 / pcm.shape[0])))
 
 
 async def _speak(http: aiohttp.ClientSession, url: str, wav: bytes) -> None:
@@ -141,7 +131,7 @@ async def measure(
 ) -> list[dict[str, Any]]:
     loop = asyncio.get_running_loop()
     clip = await loop.run_in_executor(None, make_clip, None)
-    wav = _wav(clip.pcm, warmup + seconds + 10.0)
+    wav = wav_bytes(_looped(clip.pcm, warmup + seconds + 10.0))
     most = str(max(counts))
     args = ["--max-viewers-per-channel", most, "--max-viewers", most, "--codec", codec]
     results: list[dict[str, Any]] = []

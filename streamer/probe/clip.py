@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import io
 import shutil
 import subprocess
 import tempfile
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +98,15 @@ def make_clip(source: Path | None, lead_s: float = 1.0, tail_s: float = 1.5) -> 
     )
     pcm = np.concatenate((pcm, np.zeros(-pcm.shape[0] % PACKET_SAMPLES, np.float32)))
     return SoakClip(pcm.astype(np.float32), find_onsets(pcm))
+
+
+def wav_bytes(pcm_48k: F32) -> bytes:
+    """``pcm_48k`` (mono float in [-1, 1]) as a 48 kHz 16-bit WAV file: what a benchmark
+    uploads, or decodes again as any caller's file would be."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE_HZ)
+        w.writeframes((np.clip(pcm_48k, -1, 1) * 32767).astype(np.int16).tobytes())
+    return out.getvalue()

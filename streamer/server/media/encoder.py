@@ -40,6 +40,9 @@ DEFAULT_BITRATE_BPS = {"vp8": 500_000, "h264": 1_000_000}
 # A new target within this share of the current one is ignored: every change reopens the
 # encoder, and so costs a keyframe (aiortc's rule too).
 BITRATE_DEADBAND = 0.1
+# Viewers' estimates are followed at most this often, for the same reason: an estimate that
+# swings under load would otherwise send one keyframe after another.
+BITRATE_HOLD_S = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +92,8 @@ class VideoEncoder:
         self.bitrate_bps = settings.start_bitrate_bps
         self._context: av.VideoCodecContext | None = None
         self._since_keyframe = 0
+        self._followed_at_s = -float("inf")
+        self.bitrate_hold_s = BITRATE_HOLD_S
         self.frames = 0
         self.keyframes = 0
         self.reopens = 0
@@ -98,6 +103,14 @@ class VideoEncoder:
         calls this when it stops: peers live in reference cycles, so waiting for the owner to
         be collected would hold several MB per ended call until a full collection."""
         self._context = None
+
+    def follow(self, estimate_bps: int | None, now_s: float) -> bool:
+        """Follow a viewer's estimate (None: none yet) at most every ``bitrate_hold_s``, via
+        :meth:`set_bitrate`; True if the bitrate changed."""
+        if estimate_bps is None or now_s - self._followed_at_s < self.bitrate_hold_s:
+            return False
+        self._followed_at_s = now_s
+        return self.set_bitrate(estimate_bps)
 
     def set_bitrate(self, bitrate_bps: int) -> bool:
         """Follow a new target; True if it changed (the next frame is then a keyframe)."""

@@ -13,8 +13,9 @@ Keyframes (each one goes to every viewer, at several times the size of a P-frame
 - the encoder's own interval adds one every ``keyframe_interval_frames`` as a safety net.
 
 Bitrate: one target for the channel, the lowest of its viewers' REMB estimates (their senders'
-targets), followed at most every ``bitrate_check_s`` and only past a 10 % change, since each
-change restarts the encoder and so costs every viewer a keyframe. With no estimate yet, the
+targets), followed as :meth:`~streamer.server.media.encoder.VideoEncoder.follow` allows (at
+most every 5 s, past a 10 % change), since each change restarts the encoder and so costs
+every viewer a keyframe. With no estimate yet, the
 codec's default (VP8 500 kbps).
 
 Frames produced while no one watches are not encoded. Event-loop only.
@@ -57,20 +58,17 @@ class ChannelVideo:
         clock: Clock,
         name: str,
         keyframe_gap_s: float = 1.0,
-        bitrate_check_s: float = 5.0,
     ) -> None:
         self.encoder = VideoEncoder(settings)
         self._clock = clock
         self._name = name
         self.keyframe_gap_s = keyframe_gap_s
-        self.bitrate_check_s = bitrate_check_s
         self._tracks: dict[PacketTrack, RTCRtpSender | None] = {}
         # Raw frames waiting for the encoder: dropping one here breaks nothing.
         self._frames: DropOldestQueue[tuple[U8, int]] = DropOldestQueue(2)
         self.frames_dropped = 0
         self._keyframe_wanted = False
         self._last_keyframe_s = -float("inf")
-        self._bitrate_checked_s = -float("inf")
         self._idle = asyncio.Event()
         self._idle.set()
         self._task = asyncio.create_task(self._run(), name=f"channel-{name}-video")
@@ -121,13 +119,9 @@ class ChannelVideo:
         return False
 
     def _follow_bitrate(self, now_s: float) -> None:
-        if now_s - self._bitrate_checked_s < self.bitrate_check_s:
-            return
-        self._bitrate_checked_s = now_s
-        targets = [
-            t for t in (remb_target_bps(s) for s in self._tracks.values() if s) if t is not None
-        ]
-        if targets and self.encoder.set_bitrate(min(targets)):
+        estimates = (remb_target_bps(s) for s in self._tracks.values() if s is not None)
+        targets = [t for t in estimates if t is not None]
+        if self.encoder.follow(min(targets, default=None), now_s):
             log.info(
                 "channel %s: video bitrate %d kbps", self._name, self.encoder.bitrate_bps // 1000
             )

@@ -80,9 +80,7 @@ class EncodingVideoTrack(_QueueTrack[tuple[U8, int]]):
     as aiortc's sender would) with the server's settings, handed to the sender as packets.
 
     :meth:`follow` connects it to its sender: the viewer's keyframe requests and REMB bitrate
-    then reach the encoder. The bitrate follows at most every ``bitrate_check_s`` (and only past
-    a 10 % change): each change restarts the encoder, so costs a keyframe, and an estimate that
-    swings under load would otherwise send one after another.
+    then reach the encoder (the bitrate through :meth:`VideoEncoder.follow`).
     """
 
     kind = "video"
@@ -92,13 +90,10 @@ class EncodingVideoTrack(_QueueTrack[tuple[U8, int]]):
         settings: VideoEncoderSettings,
         clock: Clock,
         maxsize: int = 2,
-        bitrate_check_s: float = 5.0,
     ) -> None:
         super().__init__(maxsize)
         self.encoder = VideoEncoder(settings)
         self._clock = clock
-        self.bitrate_check_s = bitrate_check_s
-        self._bitrate_checked_s = -float("inf")
         self._keyframe_wanted = False
         self._sender: RTCRtpSender | None = None
         self._pending: list[Packet] = []
@@ -123,12 +118,8 @@ class EncodingVideoTrack(_QueueTrack[tuple[U8, int]]):
         # item per recv(): anything more waits here for the next call.
         while not self._pending:
             image, pts = await self._next()
-            now_s = self._clock.now()
-            if self._sender is not None and now_s - self._bitrate_checked_s >= self.bitrate_check_s:
-                self._bitrate_checked_s = now_s
-                target = remb_target_bps(self._sender)
-                if target is not None:
-                    self.encoder.set_bitrate(target)
+            if self._sender is not None:
+                self.encoder.follow(remb_target_bps(self._sender), self._clock.now())
             keyframe, self._keyframe_wanted = self._keyframe_wanted, False
             loop = asyncio.get_running_loop()
             self._pending = await loop.run_in_executor(
