@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,3 +30,28 @@ async def server(runtime: Runtime) -> AsyncIterator[tuple[str, web.Application]]
     runner, url = await start_app(create_app(ServerConfig(), runtime))
     yield url, runner.app
     await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def musetalk_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MuseTalk model folder with the tiny random weights (seed 0), exported once per run by
+    ``scripts/export_musetalk.py`` (about 30 s). Skips where the export extra is missing."""
+    for module in ("torch", "diffusers", "transformers"):
+        pytest.importorskip(module)
+    out = tmp_path_factory.mktemp("musetalk") / "musetalk-random-tiny"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "export_musetalk.py"),
+            "--random-weights",
+            "--size",
+            "tiny",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out

@@ -59,14 +59,19 @@ def _mel_to_hz_slaney(mels: F64) -> F64:
     return freqs
 
 
-@functools.cache
-def mel_basis() -> F64:
-    """Slaney-scale, Slaney-normalised mel filterbank, float64 ``[80, 401]`` (read-only)."""
-    fft_freqs_hz = np.linspace(0.0, SAMPLE_RATE_HZ / 2, 1 + N_FFT // 2)
+def slaney_filterbank(
+    sample_rate_hz: int, n_fft: int, n_mels: int, fmin_hz: float, fmax_hz: float
+) -> F64:
+    """Slaney-scale, Slaney-normalised triangular mel filters, float64 ``[n_mels, 1 + n_fft//2]``.
+
+    What ``librosa.filters.mel(htk=False, norm="slaney")`` computes; Wav2Lip and Whisper both
+    use it (with different sizes and bands).
+    """
+    fft_freqs_hz = np.linspace(0.0, sample_rate_hz / 2, 1 + n_fft // 2)
     mel_edges = np.linspace(
-        _hz_to_mel_slaney(np.array([FMIN_HZ]))[0],
-        _hz_to_mel_slaney(np.array([FMAX_HZ]))[0],
-        N_MELS + 2,
+        _hz_to_mel_slaney(np.array([fmin_hz]))[0],
+        _hz_to_mel_slaney(np.array([fmax_hz]))[0],
+        n_mels + 2,
     )
     edges_hz = _mel_to_hz_slaney(mel_edges)
     fdiff = np.diff(edges_hz)
@@ -74,15 +79,26 @@ def mel_basis() -> F64:
     lower = -ramps[:-2] / fdiff[:-1, None]
     upper = ramps[2:] / fdiff[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (edges_hz[2 : N_MELS + 2] - edges_hz[:N_MELS]))[:, None]
-    weights.setflags(write=False)
+    weights *= (2.0 / (edges_hz[2 : n_mels + 2] - edges_hz[:n_mels]))[:, None]
     return weights
 
 
 @functools.cache
+def mel_basis() -> F64:
+    """Wav2Lip's mel filterbank, float64 ``[80, 401]`` (read-only)."""
+    weights = slaney_filterbank(SAMPLE_RATE_HZ, N_FFT, N_MELS, FMIN_HZ, FMAX_HZ)
+    weights.setflags(write=False)
+    return weights
+
+
+def periodic_hann(length: int) -> F64:
+    """Periodic Hann window, as ``scipy.signal.get_window("hann", length, fftbins=True)``."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
+
+
+@functools.cache
 def _hann() -> F64:
-    # Periodic Hann, as scipy.signal.get_window("hann", 800, fftbins=True) that librosa uses.
-    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)
+    w = periodic_hann(N_FFT)
     w.setflags(write=False)
     return w
 

@@ -1,0 +1,87 @@
+"""Whisper's log-mel features, the input of MuseTalk's audio encoder: :func:`whisper_log_mel`.
+
+The contract is ``WhisperFeatureExtractor`` with whisper-tiny's defaults, as MuseTalk calls it
+(``musetalk/utils/audio_processor.py``): 16 kHz mono float; a centred STFT (reflect padding),
+n_fft 400 with a periodic Hann window, hop 160 (100 mel frames per second); the power
+spectrum; Slaney mel filters, 80 bins, 0-8000 Hz; ``log10(max(x, 1e-10))``; the last frame
+dropped; floored at (the segment's maximum - 8); ``(x + 4) / 4``.
+
+Offline, MuseTalk cuts a clip into 30 s segments and zero-pads the last one to 30 s
+(:func:`offline_segments`), so the floor is the maximum over a whole 30 s segment. Live
+features (:mod:`streamer.engine.musetalk.streaming`) floor over their own window: one of the
+ways live features differ from offline ones.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.audio.mel import periodic_hann, slaney_filterbank
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+SAMPLE_RATE_HZ = 16_000
+N_FFT = 400
+HOP_SAMPLES = 160
+MEL_FRAMES_PER_S = SAMPLE_RATE_HZ // HOP_SAMPLES  # 100
+N_MELS = 80
+FMAX_HZ = 8_000.0
+SEGMENT_S = 30
+SEGMENT_SAMPLES = SEGMENT_S * SAMPLE_RATE_HZ  # 480_000
+SEGMENT_COLUMNS = SEGMENT_SAMPLES // HOP_SAMPLES  # 3_000
+LOG_FLOOR_RANGE = 8.0  # decades below the segment's maximum that are kept
+LOG_MIN_POWER = 1e-10
+
+
+@functools.cache
+def whisper_mel_filters() -> F64:
+    """Whisper's mel filterbank, float64 ``[80, 201]`` (read-only)."""
+    weights = slaney_filterbank(SAMPLE_RATE_HZ, N_FFT, N_MELS, 0.0, FMAX_HZ)
+    weights.setflags(write=False)
+    return weights
+
+
+@functools.cache
+def _hann() -> F64:
+    w = periodic_hann(N_FFT)
+    w.setflags(write=False)
+    return w
+
+
+def whisper_log_mel(pcm_16k: npt.ArrayLike) -> F32:
+    """Whisper's features of 16 kHz mono audio: float32 ``[80, len // 160]``.
+
+    Column ``t`` describes the 25 ms of audio centred on sample ``160 t``. The floor is the
+    maximum over this very input: pass a whole (padded) segment to reproduce offline features.
+    Raises ValueError for fewer than 201 samples (the reflect padding needs them).
+    """
+    x = np.asarray(pcm_16k, dtype=np.float64).reshape(-1)
+    if x.shape[0] <= N_FFT // 2:
+        raise ValueError(f"whisper_log_mel needs more than {N_FFT // 2} samples")
+    padded = np.pad(x, N_FFT // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_SAMPLES]
+    power = np.abs(np.fft.rfft(frames * _hann(), axis=1)) ** 2  # [1 + len // 160, 201]
+    log_mel = np.log10(np.maximum(whisper_mel_filters() @ power.T, LOG_MIN_POWER))[:, :-1]
+    log_mel = np.maximum(log_mel, log_mel.max() - LOG_FLOOR_RANGE)
+    features: F32 = ((log_mel + 4.0) / 4.0).astype(np.float32)
+    return features
+
+
+def offline_segments(pcm_16k: npt.ArrayLike) -> list[F32]:
+    """MuseTalk's offline features of a clip: one ``[80, 3000]`` array per 30 s segment.
+
+    Each segment (the last one zero-padded to 30 s) gets its own floor, as MuseTalk's
+    ``AudioProcessor.get_audio_feature`` does.
+    """
+    x = np.asarray(pcm_16k, dtype=np.float64).reshape(-1)
+    segments = []
+    for start in range(0, max(x.shape[0], 1), SEGMENT_SAMPLES):
+        segment = np.zeros(SEGMENT_SAMPLES)
+        chunk = x[start : start + SEGMENT_SAMPLES]
+        segment[: chunk.shape[0]] = chunk
+        segments.append(whisper_log_mel(segment))
+    return segments

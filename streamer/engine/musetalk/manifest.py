@@ -1,0 +1,135 @@
+"""A MuseTalk model folder and its ``manifest.json`` (pure; no torch).
+
+A folder written by ``scripts/export_musetalk.py`` holds four ONNX graphs, each with its
+weights inline or in one ``<graph>.onnx.data`` file beside it:
+
+======================  =====================================  =================================
+graph                   input                                  output
+======================  =====================================  =================================
+``audio_encoder.onnx``  mel f32 ``[B, 80, 2T]``                states f32 ``[B, T, 5, 384]``
+``unet.onnx``           latents f32 ``[B, 8, 32, 32]``,        pred_latents f32 ``[B, 4, 32, 32]``
+                        audio f32 ``[B, 50, 384]``
+``vae_decoder.onnx``    pred_latents f32 ``[B, 4, 32, 32]``    faces_bgr u8 ``[B, 256, 256, 3]``
+``vae_encoder.onnx``    crops_bgr u8 ``[B, 256, 256, 3]``      latents f32 ``[B, 8, 32, 32]``
+======================  =====================================  =================================
+
+and ``manifest.json``, written last: the family, the conventions below (so a reader can check
+it speaks the same ones), the precision, where the weights came from and each graph's measured
+parity with PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamer.engine.musetalk.features import (
+    FPS,
+    POSITIONS_PER_S,
+    WINDOW_LEFT_POSITIONS,
+    WINDOW_RIGHT_POSITIONS,
+)
+from streamer.errors import ModelError
+
+FAMILY = "musetalk"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+GRAPH_FILES = {
+    "audio_encoder": "audio_encoder.onnx",
+    "unet": "unet.onnx",
+    "vae_decoder": "vae_decoder.onnx",
+    "vae_encoder": "vae_encoder.onnx",
+}
+FACE_SIZE_PX = 256
+LATENT_SIZE = FACE_SIZE_PX // 8  # 32
+LATENT_CHANNELS = 4
+LATENT_SCALE = 0.18215  # diffusers' default scaling_factor; sd-vae-ft-mse's config has none
+MASKED_ROWS_FROM = FACE_SIZE_PX // 2  # the UNet's masked input blanks the lower half
+EXTRA_MARGIN_PX = 10  # v1.5 extends the face box this far below the chin
+
+CONVENTIONS: dict[str, Any] = {
+    "fps": FPS,
+    "audio": "whisper-tiny log-mel, 16 kHz, 100 columns/s; encoder 50 positions/s, 5 states",
+    "audio_positions_per_s": POSITIONS_PER_S,
+    "frame_window_positions": [-WINDOW_LEFT_POSITIONS, WINDOW_RIGHT_POSITIONS],
+    "face_size_px": FACE_SIZE_PX,
+    "latent_scale": LATENT_SCALE,
+    "vae_latents": "mean",
+    "masked_rows_from": MASKED_ROWS_FROM,
+    "extra_margin_px": EXTRA_MARGIN_PX,
+    "unet_timestep": 0,
+    "positional_encoding": "inside unet.onnx",
+}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` says. ``parity`` maps a check to its measured error."""
+
+    name: str
+    precision: str
+    source: dict[str, Any]
+    parity: dict[str, float]
+    exported_with: dict[str, str]
+    conventions: dict[str, Any] = field(default_factory=lambda: dict(CONVENTIONS))
+    family: str = FAMILY
+    format_version: int = FORMAT_VERSION
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    doc = {
+        "family": manifest.family,
+        "format_version": manifest.format_version,
+        "name": manifest.name,
+        "precision": manifest.precision,
+        "graphs": GRAPH_FILES,
+        "conventions": manifest.conventions,
+        "source": manifest.source,
+        "parity": manifest.parity,
+        "exported_with": manifest.exported_with,
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def is_model_folder(path: Path) -> bool:
+    """Whether ``path`` looks like a MuseTalk model folder (a directory with a manifest)."""
+    return path.is_dir() and (path / MANIFEST_FILE).is_file()
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Read and check ``folder``'s manifest and graph files.
+
+    Raises :class:`ModelError` with one sentence when the folder is not a MuseTalk model this
+    code can run: no or unreadable manifest, another family or format, other conventions, or
+    a missing graph.
+    """
+    path = folder / MANIFEST_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{folder} has no {MANIFEST_FILE}: export it first") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is unreadable: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("family") != FAMILY:
+        raise ModelError(f"{path} is not a {FAMILY} manifest")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"{path} has format {doc.get('format_version')!r}; this version reads "
+            f"{FORMAT_VERSION}: export the model again"
+        )
+    conventions = doc.get("conventions")
+    if conventions != CONVENTIONS:
+        raise ModelError(f"{path} declares other conventions than this version's: {conventions}")
+    for graph, file_name in GRAPH_FILES.items():
+        if not (folder / file_name).is_file():
+            raise ModelError(f"{folder} lacks its {graph} graph ({file_name})")
+    return Manifest(
+        name=str(doc.get("name", folder.name)),
+        precision=str(doc.get("precision", "fp32")),
+        source=dict(doc.get("source", {})),
+        parity={str(k): float(v) for k, v in dict(doc.get("parity", {})).items()},
+        exported_with={str(k): str(v) for k, v in dict(doc.get("exported_with", {})).items()},
+        conventions=conventions,
+    )
