@@ -60,7 +60,9 @@ def test_graphs_take_any_batch_and_audio_length(musetalk_tiny: Path) -> None:
     encoder = session(musetalk_tiny, "audio_encoder")
     for mel_frames in (50, 400, 3000):
         mel = rng.uniform(-1, 1, (2, 80, mel_frames)).astype(np.float32)
-        assert encoder.run(None, {"mel": mel})[0].shape == (2, mel_frames // 2, 5, 384)
+        first = np.array([0, 1499], np.int64)
+        states = encoder.run(None, {"mel": mel, "first_position": first})[0]
+        assert states.shape == (2, mel_frames // 2, 5, 384)
     latents = rng.standard_normal((3, 8, 32, 32), np.float32)
     audio = rng.standard_normal((3, 50, 384), np.float32)
     pred = session(musetalk_tiny, "unet").run(None, {"latents": latents, "audio": audio})[0]
@@ -85,13 +87,19 @@ def test_audio_to_face_matches_pytorch_within_2_levels(musetalk_tiny: Path) -> N
     frames = range(0, clip_frames(clip.shape[0]), 7)
     cached = np.random.default_rng(1).standard_normal((len(frames), 8, 32, 32), np.float32)
 
-    states = session(musetalk_tiny, "audio_encoder").run(None, {"mel": mel})[0][0]
+    first = np.zeros(1, np.int64)
+    states = session(musetalk_tiny, "audio_encoder").run(
+        None, {"mel": mel, "first_position": first}
+    )
+    states = states[0][0]
     audio = frame_windows(states, 0, frames)
     pred = session(musetalk_tiny, "unet").run(None, {"latents": cached, "audio": audio})[0]
     faces = session(musetalk_tiny, "vae_decoder").run(None, {"pred_latents": pred})[0]
 
     with torch.no_grad():
-        t_states = export.AudioEncoderGraph(models.whisper)(torch.from_numpy(mel))[0].numpy()
+        t_states = export.AudioEncoderGraph(models.whisper)(
+            torch.from_numpy(mel), torch.from_numpy(first)
+        )[0].numpy()
         t_audio = torch.from_numpy(frame_windows(t_states, 0, frames))
         t_pred = export.UNetGraph(models.unet)(torch.from_numpy(cached), t_audio)
         t_faces = export.VaeDecoderGraph(models.vae)(t_pred).numpy()

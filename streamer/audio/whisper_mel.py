@@ -52,12 +52,11 @@ def _hann() -> F64:
     return w
 
 
-def whisper_log_mel(pcm_16k: npt.ArrayLike) -> F32:
-    """Whisper's features of 16 kHz mono audio: float32 ``[80, len // 160]``.
+def whisper_log10_mel(pcm_16k: npt.ArrayLike) -> F64:
+    """``log10`` of Whisper's mel power, before the floor: float64 ``[80, len // 160]``.
 
-    Column ``t`` describes the 25 ms of audio centred on sample ``160 t``. The floor is the
-    maximum over this very input: pass a whole (padded) segment to reproduce offline features.
-    Raises ValueError for fewer than 201 samples (the reflect padding needs them).
+    Column ``t`` describes the 25 ms of audio centred on sample ``160 t``. Raises ValueError
+    for fewer than 201 samples (the reflect padding needs them).
     """
     x = np.asarray(pcm_16k, dtype=np.float64).reshape(-1)
     if x.shape[0] <= N_FFT // 2:
@@ -65,10 +64,25 @@ def whisper_log_mel(pcm_16k: npt.ArrayLike) -> F32:
     padded = np.pad(x, N_FFT // 2, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_SAMPLES]
     power = np.abs(np.fft.rfft(frames * _hann(), axis=1)) ** 2  # [1 + len // 160, 201]
-    log_mel = np.log10(np.maximum(whisper_mel_filters() @ power.T, LOG_MIN_POWER))[:, :-1]
-    log_mel = np.maximum(log_mel, log_mel.max() - LOG_FLOOR_RANGE)
-    features: F32 = ((log_mel + 4.0) / 4.0).astype(np.float32)
+    log10_mel: F64 = np.log10(np.maximum(whisper_mel_filters() @ power.T, LOG_MIN_POWER))
+    return log10_mel[:, :-1]
+
+
+def normalise(log10_mel: F64, peak: float) -> F32:
+    """Whisper's scaling: floored at ``peak - 8``, then ``(x + 4) / 4``; float32."""
+    floored = np.maximum(log10_mel, peak - LOG_FLOOR_RANGE)
+    features: F32 = ((floored + 4.0) / 4.0).astype(np.float32)
     return features
+
+
+def whisper_log_mel(pcm_16k: npt.ArrayLike) -> F32:
+    """Whisper's features of 16 kHz mono audio: float32 ``[80, len // 160]``.
+
+    The floor's peak is the maximum over this very input: pass a whole (padded) segment to
+    reproduce offline features.
+    """
+    log10_mel = whisper_log10_mel(pcm_16k)
+    return normalise(log10_mel, float(log10_mel.max()))
 
 
 def offline_segments(pcm_16k: npt.ArrayLike) -> list[F32]:

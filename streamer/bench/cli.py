@@ -14,6 +14,7 @@ _KIND_MODULES = (
     "streamer.bench.avatar",
     "streamer.bench.encoder",
     "streamer.bench.engine",
+    "streamer.bench.musetalk_features",
     "streamer.bench.pipeline",
     "streamer.bench.offline",
     "streamer.bench.churn",

@@ -203,10 +203,13 @@ def _eval(models: MuseTalkTorch) -> None:
 
 
 class AudioEncoderGraph(nn.Module):
-    """mel float32 ``[B, 80, 2T]`` -> states float32 ``[B, T, 5, 384]``, any T up to 1500.
+    """mel float32 ``[B, 80, 2T]`` and first_position int64 ``[B]`` -> states float32
+    ``[B, T, 5, 384]``, any T up to 1500.
 
-    Whisper's encoder with its positional embedding sliced to the input's length instead of
-    requiring 30 s, and all five hidden states stacked (the stem with positions, layers 1-3,
+    Whisper's encoder without its 30 s requirement: the positional embedding of position
+    ``first_position + k`` (mod 1500) is added at step ``k``, so a live window of audio gets
+    the very embeddings the offline 30 s segments give the same audio (positions restart every
+    30 s of the session). All five hidden states stacked (the stem with positions, layers 1-3,
     the final LayerNorm of layer 4), as MuseTalk stacks ``output_hidden_states``.
     """
 
@@ -214,11 +217,14 @@ class AudioEncoderGraph(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+    def forward(self, mel: torch.Tensor, first_position: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
         x = nn.functional.gelu(enc.conv1(mel))
         x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
-        x = x + enc.embed_positions.weight[: x.shape[1]]
+        table = enc.embed_positions.weight
+        steps = torch.arange(x.shape[1], device=x.device)
+        positions = (first_position[:, None] + steps[None, :]) % table.shape[0]
+        x = x + table[positions]
         states = [x]
         for layer in enc.layers:
             x = layer(x, None)
@@ -304,9 +310,13 @@ class GraphSpec:
 SPECS = {
     "audio_encoder": GraphSpec(
         "audio_encoder",
-        ("mel",),
+        ("mel", "first_position"),
         "states",
-        {"mel": {0: "batch", 2: "mel_frames"}, "states": {0: "batch", 1: "positions"}},
+        {
+            "mel": {0: "batch", 2: "mel_frames"},
+            "first_position": {0: "batch"},
+            "states": {0: "batch", 1: "positions"},
+        },
     ),
     "unet": GraphSpec(
         "unet",
@@ -344,7 +354,11 @@ def example_inputs(
     """Inputs of graph ``name`` at ``batch`` with values in their real ranges."""
     side = LATENT_SIZE
     if name == "audio_encoder":
-        return {"mel": rng.uniform(-1.0, 1.5, (batch, 80, mel_frames)).astype(np.float32)}
+        return {
+            "mel": rng.uniform(-1.0, 1.5, (batch, 80, mel_frames)).astype(np.float32),
+            # Some windows wrap past position 1499 (a 30 s boundary of the session).
+            "first_position": rng.integers(1300, 1500, batch).astype(np.int64),
+        }
     if name == "unet":
         return {
             "latents": rng.standard_normal((batch, 2 * LATENT_CHANNELS, side, side), np.float32),
@@ -462,7 +476,10 @@ def check_against_transformers(models: MuseTalkTorch, path: Path) -> float:
         states = models.whisper(torch.from_numpy(mel), output_hidden_states=True).hidden_states
         reference = torch.stack(states, dim=2).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    error = relative_error(session.run(["states"], {"mel": mel})[0], reference)
+    first = np.zeros(1, np.int64)
+    error = relative_error(
+        session.run(["states"], {"mel": mel, "first_position": first})[0], reference
+    )
     if not error <= PARITY_MAX_RELATIVE_ERROR:
         raise ModelError(f"audio_encoder: differs from transformers by {error:.2e} at 30 s")
     return error

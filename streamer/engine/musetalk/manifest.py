@@ -6,16 +6,19 @@ weights inline or in one ``<graph>.onnx.data`` file beside it:
 ======================  =====================================  =================================
 graph                   input                                  output
 ======================  =====================================  =================================
-``audio_encoder.onnx``  mel f32 ``[B, 80, 2T]``                states f32 ``[B, T, 5, 384]``
+``audio_encoder.onnx``  mel f32 ``[B, 80, 2T]``,               states f32 ``[B, T, 5, 384]``
+                        first_position i64 ``[B]``
 ``unet.onnx``           latents f32 ``[B, 8, 32, 32]``,        pred_latents f32 ``[B, 4, 32, 32]``
                         audio f32 ``[B, 50, 384]``
 ``vae_decoder.onnx``    pred_latents f32 ``[B, 4, 32, 32]``    faces_bgr u8 ``[B, 256, 256, 3]``
 ``vae_encoder.onnx``    crops_bgr u8 ``[B, 256, 256, 3]``      latents f32 ``[B, 8, 32, 32]``
 ======================  =====================================  =================================
 
-and ``manifest.json``, written last: the family, the conventions below (so a reader can check
-it speaks the same ones), the precision, where the weights came from and each graph's measured
-parity with PyTorch.
+``first_position`` is the encoder position (50 per second of the session's audio, mod 1500)
+of the mel's first column pair: positions restart every 30 s, as in MuseTalk's offline
+segments. And ``manifest.json``, written last: the family, the conventions below (so a reader
+can check it speaks the same ones), the precision, where the weights came from and each
+graph's measured parity with PyTorch.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ CONVENTIONS: dict[str, Any] = {
     "extra_margin_px": EXTRA_MARGIN_PX,
     "unet_timestep": 0,
     "positional_encoding": "inside unet.onnx",
+    "audio_encoder_positions": "first_position + k, mod 1500",
 }
 
 

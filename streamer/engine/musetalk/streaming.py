@@ -1,0 +1,163 @@
+"""Live MuseTalk audio features: the audio encoder over a sliding window of recent audio.
+
+Offline, MuseTalk encodes each 30 s segment at once, so a feature depends on audio up to 30 s
+later. Live, frame ``i``'s features come from one encoder run over the ``context_s`` of audio
+that ends ``lookahead_s`` after the frame's time (``t = i / 25`` s). The encoder graph adds
+the positional embeddings the offline segment would give the same audio (it takes the
+window's first position; positions restart every 30 s of the session). Two things still
+differ from offline features: attention sees the window, not the whole segment (the window's
+last positions see little future); and the log-mel floor's peak is the loudest sound of the
+last 30 s heard, not the loudest of the 30 s segment (past and future) around it.
+``bench musetalk-features`` measures the drift for each context length and lookahead; the
+defaults below come from it.
+
+Pure and synchronous. The encoder is a seam (:class:`AudioEncoder`): the engine passes its ONNX
+session, tests a stand-in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.audio.whisper_mel import LOG_MIN_POWER, normalise, whisper_log10_mel
+from streamer.engine.musetalk.features import FPS, POSITIONS_PER_S, frame_window, frame_windows
+
+F32 = npt.NDArray[np.float32]
+
+SAMPLE_RATE_HZ = 16_000
+SAMPLES_PER_POSITION = SAMPLE_RATE_HZ // POSITIONS_PER_S  # 320: 20 ms
+SAMPLES_PER_FRAME = SAMPLE_RATE_HZ // FPS  # 640: 40 ms
+SEGMENT_POSITIONS = 30 * POSITIONS_PER_S  # 1500: the encoder's positions restart every 30 s
+# The frame's window reaches 120 ms past it; its last position reads mel columns up to
+# 4 i + 12 (two stride-1 and stride-2 convolutions), and each column half an STFT window
+# (12.5 ms) further: 132.5 ms, rounded up to whole positions.
+MIN_LOOKAHEAD_S = 0.14
+# Mel columns at each end of a window whose STFT reads past it (half of 400 samples, hop 160).
+EDGE_COLUMNS = 2
+
+Floor = Literal["recent", "window"]
+PEAK_MEMORY_S = 30.0  # as long as an offline segment
+
+
+class AudioEncoder(Protocol):
+    """mel float32 ``[B, 80, 2T]``, first positions int64 ``[B]`` -> states float32
+    ``[B, T, 5, 384]``."""
+
+    def __call__(self, mel: F32, first_position: npt.NDArray[np.int64]) -> F32: ...
+
+
+@dataclass(frozen=True)
+class LiveFeatureSettings:
+    """How live features are computed.
+
+    ``context_s``: audio the encoder sees per run; ``lookahead_s``: audio past the frame's
+    time that must have arrived (the playout waits for it); both whole 20 ms positions.
+    ``floor``: the log-mel floor's peak, the loudest of the last 30 s ("recent") or the
+    window's own ("window").
+    """
+
+    context_s: float = 2.0
+    lookahead_s: float = 0.16
+    floor: Floor = "recent"
+
+    def __post_init__(self) -> None:
+        for name in ("context_s", "lookahead_s"):
+            positions = getattr(self, name) * POSITIONS_PER_S
+            if not math.isclose(positions, round(positions), abs_tol=1e-9):
+                raise ValueError(f"{name} must be whole 20 ms positions, got {getattr(self, name)}")
+        if self.lookahead_s < MIN_LOOKAHEAD_S - 1e-9:
+            raise ValueError(f"lookahead_s must be at least {MIN_LOOKAHEAD_S} s")
+        left_s = -frame_window(0)[0] / POSITIONS_PER_S
+        if self.context_s < self.lookahead_s + left_s - 1e-9:
+            raise ValueError("context_s must cover the frame's whole window")
+
+    @property
+    def context_samples(self) -> int:
+        return round(self.context_s * POSITIONS_PER_S) * SAMPLES_PER_POSITION
+
+    @property
+    def lookahead_samples(self) -> int:
+        return round(self.lookahead_s * POSITIONS_PER_S) * SAMPLES_PER_POSITION
+
+
+def frame_span(frame_index: int, settings: LiveFeatureSettings) -> tuple[int, int]:
+    """The samples ``[start, end)`` of the session's 16 kHz audio that frame ``frame_index``'s
+    encoder run reads: ``end`` is ``lookahead_s`` past the frame's time, ``start`` the
+    context before it (not before the session's first sample, so early windows are shorter).
+    Both are whole positions."""
+    end = frame_index * SAMPLES_PER_FRAME + settings.lookahead_samples
+    return max(0, end - settings.context_samples), end
+
+
+class LiveFeatures:
+    """One session's live MuseTalk features. Not thread-safe: one per session.
+
+    Keeps the peaks of the windows it has read, for the "recent" floor: a monotonic deque of
+    (window end sample, peak), bounded by :data:`PEAK_MEMORY_S` of windows (at most 750).
+    """
+
+    def __init__(self, settings: LiveFeatureSettings) -> None:
+        self.settings = settings
+        self._peaks: deque[tuple[int, float]] = deque()
+
+    @property
+    def peak_log10(self) -> float:
+        """The floor's peak: the loudest log10 mel power of the last 30 s read."""
+        return self._peaks[0][1] if self._peaks else math.log10(LOG_MIN_POWER)
+
+    def _remember(self, end_sample: int, peak: float) -> None:
+        while self._peaks and self._peaks[-1][1] <= peak:
+            self._peaks.pop()
+        self._peaks.append((end_sample, peak))
+        oldest = end_sample - round(PEAK_MEMORY_S * SAMPLE_RATE_HZ)
+        while self._peaks[0][0] <= oldest:
+            self._peaks.popleft()
+
+    def encoder_input(self, pcm_16k: F32, first_sample: int, frame_index: int) -> F32:
+        """The mel ``[80, 2T]`` frame ``frame_index``'s encoder run reads.
+
+        ``pcm_16k`` holds the session's samples from ``first_sample`` on and must cover
+        :func:`frame_span`; raises ValueError when it does not.
+        """
+        start, end = frame_span(frame_index, self.settings)
+        lo, hi = start - first_sample, end - first_sample
+        if lo < 0 or hi > pcm_16k.shape[0]:
+            raise ValueError(
+                f"frame {frame_index} needs samples [{start}, {end}), given "
+                f"[{first_sample}, {first_sample + pcm_16k.shape[0]})"
+            )
+        log10_mel = whisper_log10_mel(pcm_16k[lo:hi])
+        # The edge columns read reflect padding, which can be louder than any real sound.
+        window_peak = float(log10_mel[:, EDGE_COLUMNS:-EDGE_COLUMNS].max())
+        if self.settings.floor == "window":
+            return normalise(log10_mel, window_peak)
+        self._remember(end, window_peak)
+        return normalise(log10_mel, self.peak_log10)
+
+    def first_position(self, frame_index: int) -> int:
+        """The encoder graph's ``first_position`` for frame ``frame_index``'s run (mod 1500)."""
+        start, _ = frame_span(frame_index, self.settings)
+        return (start // SAMPLES_PER_POSITION) % SEGMENT_POSITIONS
+
+    def frame_audio(self, states: F32, frame_index: int) -> F32:
+        """The UNet's audio input ``[50, 384]`` from the encoder's ``states`` ``[T, 5, 384]``
+        for the mel :meth:`encoder_input` gave."""
+        start, _ = frame_span(frame_index, self.settings)
+        first_position = start // SAMPLES_PER_POSITION
+        windows = frame_windows(states, first_position, range(frame_index, frame_index + 1))
+        window: F32 = windows[0]
+        return window
+
+    def features(
+        self, encoder: AudioEncoder, pcm_16k: F32, first_sample: int, frame_index: int
+    ) -> F32:
+        """:meth:`encoder_input`, one encoder run, :meth:`frame_audio`: ``[50, 384]``."""
+        mel = self.encoder_input(pcm_16k, first_sample, frame_index)
+        first = np.array([self.first_position(frame_index)], np.int64)
+        return self.frame_audio(encoder(mel[None], first)[0], frame_index)
