@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from streamer.offline.audio import decode_audio
-from streamer.offline.cli import load_renderer
+from streamer.offline.cli import load_frame_renderer
 from streamer.offline.render import RenderOptions, plan_frames, render_mp4
 from streamer.playout.pipeline import PipelineConfig, SessionPipeline
 from tests.audio_signals import speechlike
@@ -58,7 +58,7 @@ def write_wav(path: Path, pcm: np.ndarray, rate_hz: int) -> None:
 
 @pytest.fixture(scope="module")
 def renderer():  # type: ignore[no-untyped-def]
-    return load_renderer(None, "default", REPO / "avatars")
+    return load_frame_renderer(None, "default", REPO / "avatars")
 
 
 def test_the_offline_plan_makes_the_live_pipelines_decisions() -> None:
@@ -106,7 +106,6 @@ def test_render_writes_an_mp4_whose_mouth_opens_at_the_onsets(renderer, tmp_path
     render_mp4(
         decode_audio(wav),
         renderer,
-        renderer.engine.info.mel_frame_offset,
         out,
         RenderOptions(batch_frames=32),
         lambda done, total: calls.append((done, total)),

@@ -28,6 +28,8 @@ from streamer.crop import (
     MOUTH_CENTER_X,
     MOUTH_CENTER_Y,
     MOUTH_WIDTH,
+    MUSETALK_BOTTOM_PAD_PX,
+    MUSETALK_BRIDGE_ABOVE_LIP,
     WAV2LIP_BOTTOM_PAD_PX,
     CropConvention,
 )
@@ -63,6 +65,10 @@ def crop_conventions_record() -> dict[str, Any]:
             "center_x": MOUTH_CENTER_X,
             "center_y": MOUTH_CENTER_Y,
             "width": MOUTH_WIDTH,
+        },
+        CropConvention.MUSETALK.value: {
+            "bottom_pad_px": MUSETALK_BOTTOM_PAD_PX,
+            "bridge_above_lip": MUSETALK_BRIDGE_ABOVE_LIP,
         },
     }
 

@@ -17,6 +17,8 @@ from streamer.crop import (
     MOUTH_CENTER_X,
     MOUTH_CENTER_Y,
     MOUTH_WIDTH,
+    MUSETALK_BOTTOM_PAD_PX,
+    MUSETALK_BRIDGE_ABOVE_LIP,
     WAV2LIP_BOTTOM_PAD_PX,
     CropConvention,
 )
@@ -48,6 +50,17 @@ def crop_boxes(
         boxes = face_boxes.astype(np.int32, copy=True)
         boxes[:, 3] += WAV2LIP_BOTTOM_PAD_PX
         return boxes
+    if convention is CropConvention.MUSETALK:
+        # Upstream: x from the jaw landmarks, y1 the chin + 10 px, and the box centred on the
+        # nose bridge. Here the face box gives the jaw width and the chin, and the bridge is
+        # estimated above the upper lip from the mouth width.
+        mouth_w = np.linalg.norm(mouth[:, 1] - mouth[:, 0], axis=1).astype(np.float64)
+        bridge_y = mouth[:, 2, 1].astype(np.float64) - MUSETALK_BRIDGE_ABOVE_LIP * mouth_w
+        y1 = face_boxes[:, 3].astype(np.float64) + MUSETALK_BOTTOM_PAD_PX
+        y0 = np.maximum(0.0, 2.0 * bridge_y - y1)
+        return np.stack(
+            [face_boxes[:, 0], np.rint(y0), face_boxes[:, 2], np.rint(y1)], axis=1
+        ).astype(np.int32)
     # MOUTH: a square whose side makes the mouth width MOUTH_WIDTH of it. The avatar's median
     # mouth width sets the scale, so it never jitters with per-frame landmark noise; only when
     # the face size really changes (a video that zooms, > 5 %) does it follow the smoothed
@@ -65,9 +78,13 @@ def crop_boxes(
 
 
 def cut_crop(
-    frame: npt.NDArray[np.uint8], box: npt.NDArray[np.int32], size_px: int
+    frame: npt.NDArray[np.uint8],
+    box: npt.NDArray[np.int32],
+    size_px: int,
+    interpolation: int | None = None,
 ) -> npt.NDArray[np.uint8]:
-    """The box region of ``frame`` [H,W,3] (edge pixels replicated outside) resized to S x S."""
+    """The box region of ``frame`` [H,W,3] (edge pixels replicated outside) resized to S x S
+    (``interpolation``: a cv2 flag; default area when shrinking, cubic when growing)."""
     h, w = frame.shape[:2]
     x0, y0, x1, y1 = (int(v) for v in box)
     cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
@@ -82,7 +99,9 @@ def cut_crop(
             cv2.BORDER_REPLICATE,
         )
         region = np.asarray(padded, dtype=np.uint8)
-    interp = cv2.INTER_AREA if (x1 - x0) > size_px else cv2.INTER_CUBIC
+    interp = interpolation
+    if interp is None:
+        interp = cv2.INTER_AREA if (x1 - x0) > size_px else cv2.INTER_CUBIC
     return np.asarray(cv2.resize(region, (size_px, size_px), interpolation=interp), dtype=np.uint8)
 
 
@@ -119,9 +138,20 @@ def blend_masks(
     around each frame's mouth, kept to the lower half of the crop (what Wav2Lip regenerates).
     MOUTH: the mouth sits at a fixed place in every crop, so one feathered ellipse around the
     mouth and jaw is shared by all frames (a read-only broadcast view, no copies).
+    MUSETALK: the lower face below the nose bridge (the crop's middle row), cheek to cheek and
+    down to the chin, feathered: upstream's parsed jaw-and-mouth mask without the face parser
+    (BiSeNet's weights are for non-commercial use only).
     """
     n = len(boxes)
     s = float(size_px)
+    if convention is CropConvention.MUSETALK:
+        rows = np.arange(size_px, dtype=np.float32)
+        below_bridge = np.clip((rows - 0.5 * s) / (0.10 * s), 0.0, 1.0)[:, None]
+        lower_face = feathered_ellipse(size_px, (0.5 * s, 0.62 * s), (0.46 * s, 0.40 * s), 0.35)
+        musetalk: npt.NDArray[np.float32] = np.broadcast_to(
+            (lower_face * below_bridge).astype(np.float32), (n, size_px, size_px)
+        )
+        return musetalk
     if convention is CropConvention.MOUTH:
         one = feathered_ellipse(
             size_px, (MOUTH_CENTER_X * s, (MOUTH_CENTER_Y + 0.12) * s), (0.40 * s, 0.32 * s), 0.45
@@ -155,8 +185,10 @@ def compute_crops(
         raise ValueError(f"crop size must be at least 8 px, got {size_px}")
     boxes = crop_boxes(convention, face_boxes, mouth)
     faces = np.empty((len(boxes), size_px, size_px, 3), dtype=np.uint8)
+    # MuseTalk crops as upstream resizes them; the others as they always were.
+    interpolation = cv2.INTER_LANCZOS4 if convention is CropConvention.MUSETALK else None
     for i, box in enumerate(boxes):
-        faces[i] = cut_crop(frames[i], box, size_px)
+        faces[i] = cut_crop(frames[i], box, size_px, interpolation)
     masks = blend_masks(convention, size_px, boxes, mouth)
     for arr in (boxes, faces, masks):
         if arr.flags.writeable:

@@ -68,12 +68,12 @@ def _run_args(args: argparse.Namespace) -> int:
 def rendered_frames(root: Path) -> U8:
     """The soak clip rendered on the default avatar: BGR [N, H, W, 3]."""
     from streamer.offline.audio import decode_audio
-    from streamer.offline.cli import load_renderer
+    from streamer.offline.cli import load_frame_renderer
     from streamer.offline.render import RenderOptions, plan_frames
     from streamer.probe.clip import make_clip, wav_bytes
 
     audio = decode_audio(io.BytesIO(wav_bytes(make_clip(None).pcm)))
-    renderer = load_renderer(None, "default", root)
+    renderer = load_frame_renderer(None, "default", root)
     plan = plan_frames(audio.pcm_16k, renderer.avatar.frame_count, 0, RenderOptions())
     return np.concatenate(
         [renderer.render(plan, s, min(len(plan), s + 32)) for s in range(0, len(plan), 32)]

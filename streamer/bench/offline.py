@@ -67,7 +67,7 @@ def _model_path(name: str, tmp: Path) -> Path | None:
 
 def _run(args: argparse.Namespace) -> int:
     from streamer.offline.audio import decode_audio
-    from streamer.offline.cli import load_renderer
+    from streamer.offline.cli import load_frame_renderer
     from streamer.offline.render import RenderOptions, render_mp4
 
     batches = [int(b) for b in args.batch.split(",") if b.strip()]
@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         wav = Path(tmp) / "clip.wav"
         _write_wav(wav, speechlike_48k(args.seconds))
         for model in models:
-            renderer = load_renderer(_model_path(model, Path(tmp)), "default", avatars)
+            renderer = load_frame_renderer(_model_path(model, Path(tmp)), "default", avatars)
             info = renderer.engine.info
             providers.update(info.providers)
             label = "wav2lip (random weights)" if model == "wav2lip-random" else info.name
@@ -91,7 +91,6 @@ def _run(args: argparse.Namespace) -> int:
                     plan = render_mp4(
                         decode_audio(wav),
                         renderer,
-                        info.mel_frame_offset,
                         Path(tmp) / "out.mp4",
                         RenderOptions(batch_frames=batch),
                     )

@@ -12,7 +12,8 @@ from streamer.errors import StreamerError
 from streamer.resources import add_avatars_dir_argument, avatars_dir
 
 if TYPE_CHECKING:
-    from streamer.offline.render import FrameRenderer
+    from streamer.avatar import Avatar
+    from streamer.offline.render import FrameRenderer, Renderer
 
 
 def register(subparsers: Any) -> None:
@@ -21,7 +22,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="the MP4 to write")
     p.add_argument("--avatar", default="default")
     add_avatars_dir_argument(p)
-    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="an ONNX model or a MuseTalk model folder (default: built-in)",
+    )
     p.add_argument("--batch", type=int, default=16, help="frames per model call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -55,20 +61,37 @@ class ProgressBar:
         self._stream.flush()
 
 
-def load_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> FrameRenderer:
-    """The engine (loaded and warmed), the avatar and its crops for ``model``. Blocking."""
+def _load_avatar(avatar: str, avatars_dir: Path) -> Avatar:
     from streamer.avatar import ensure_default_avatar, load_avatar
+
+    if avatar == "default":
+        return ensure_default_avatar(avatars_dir)
+    return load_avatar(avatar, avatars_dir)
+
+
+def load_frame_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> FrameRenderer:
+    """A Wav2Lip-contract ONNX model (default: the built-in one), loaded and warmed, with the
+    avatar's crops for it. Blocking."""
     from streamer.engine import LipSyncEngine
     from streamer.offline.render import FrameRenderer
 
     engine = LipSyncEngine(model)
-    loaded = (
-        ensure_default_avatar(avatars_dir)
-        if avatar == "default"
-        else load_avatar(avatar, avatars_dir)
-    )
+    loaded = _load_avatar(avatar, avatars_dir)
     crops = loaded.crops(engine.info.crop, engine.info.face_size_px)
     return FrameRenderer(engine, loaded, crops)
+
+
+def load_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> Renderer:
+    """The renderer for ``model``: a MuseTalk model folder (its engine, and the avatar's
+    cached latents, computed on first use) or a Wav2Lip-contract ONNX file. Blocking."""
+    from streamer.engine.musetalk.manifest import is_model_folder
+
+    if model is not None and is_model_folder(model):
+        from streamer.engine.musetalk.engine import MuseTalkEngine
+        from streamer.offline.musetalk import MuseTalkRenderer
+
+        return MuseTalkRenderer(MuseTalkEngine(model), _load_avatar(avatar, avatars_dir))
+    return load_frame_renderer(model, avatar, avatars_dir)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
     plan = render_mp4(
         audio,
         renderer,
-        renderer.engine.info.mel_frame_offset,
         args.output,
         RenderOptions(batch_frames=args.batch),
         progress,

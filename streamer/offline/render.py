@@ -53,13 +53,16 @@ class RenderOptions:
 
 @dataclass(frozen=True)
 class FramePlan:
-    """What every output frame shows. ``windows`` f32 [N,80,16], ``strengths`` f32 [N] in
-    [0, 1] (0: the avatar frame as it is), ``avatar_frames`` int64 [N]."""
+    """What every output frame shows. ``windows`` f32 [N,80,16] (Wav2Lip's mel windows, which
+    also gate speech), ``strengths`` f32 [N] in [0, 1] (0: the avatar frame as it is),
+    ``avatar_frames`` int64 [N]. ``features``: the model's own audio input per frame when it
+    does not read ``windows`` (MuseTalk: f32 [N,50,384]), else None."""
 
     windows: F32
     strengths: F32
     avatar_frames: I64
     fps: int
+    features: F32 | None = None
 
     def __len__(self) -> int:
         return int(self.strengths.shape[0])
@@ -94,9 +97,24 @@ def plan_frames(
     return FramePlan(windows=windows, strengths=mouth, avatar_frames=frames, fps=fps)
 
 
+class Renderer(Protocol):
+    """Plans a clip's frames and renders ranges of the plan (one per model family)."""
+
+    @property
+    def avatar(self) -> Avatar: ...
+
+    @property
+    def frame_size_px(self) -> tuple[int, int]: ...
+
+    def plan(self, pcm_16k: F32, options: RenderOptions) -> FramePlan: ...
+
+    def render(self, plan: FramePlan, start: int, stop: int) -> U8: ...
+
+
 class FrameRenderer:
-    """Renders ranges of a :class:`FramePlan` with one engine call per range. Synchronous;
-    thread-safe as far as the engine is (the live path's engine may be shared)."""
+    """Renders ranges of a :class:`FramePlan` with one engine call per range (Wav2Lip-contract
+    models). Synchronous; thread-safe as far as the engine is (the live path's engine may be
+    shared)."""
 
     def __init__(self, engine: LipSyncEngine, avatar: Avatar, crops: AvatarCrops) -> None:
         self.engine = engine
@@ -108,6 +126,11 @@ class FrameRenderer:
         """(width, height) of the output frames."""
         h, w = self.avatar.frames.shape[1:3]
         return int(w), int(h)
+
+    def plan(self, pcm_16k: F32, options: RenderOptions) -> FramePlan:
+        return plan_frames(
+            pcm_16k, self.avatar.frame_count, self.engine.info.mel_frame_offset, options
+        )
 
     def render(self, plan: FramePlan, start: int, stop: int) -> U8:
         """BGR frames ``[stop - start, H, W, 3]`` uint8 for plan frames ``start..stop-1``."""
@@ -136,8 +159,7 @@ class Progress(Protocol):
 
 def render_mp4(
     audio: DecodedAudio,
-    renderer: FrameRenderer,
-    mel_frame_offset: int,
+    renderer: Renderer,
     target: Path | BinaryIO,
     options: RenderOptions | None = None,
     progress: Progress | None = None,
@@ -148,7 +170,7 @@ def render_mp4(
     Blocking (seconds to minutes); returns the plan it rendered. ``progress`` is called after
     every batch with frames done and the total."""
     opts = options or RenderOptions()
-    plan = plan_frames(audio.pcm_16k, renderer.avatar.frame_count, mel_frame_offset, opts)
+    plan = renderer.plan(audio.pcm_16k, opts)
     width, height = renderer.frame_size_px
     samples_per_frame = OUTPUT_RATE_HZ // opts.fps
     # The soundtrack fills the last frame with silence, so both tracks last len(plan) frames.

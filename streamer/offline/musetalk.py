@@ -1,0 +1,83 @@
+"""Offline render with a MuseTalk v1.5 model folder: :class:`MuseTalkRenderer`.
+
+The plan is the live path's (speech gate, mouth fade, avatar frames: :func:`plan_frames`) with
+MuseTalk's own audio input per frame, computed as MuseTalk computes it offline: Whisper's mel of
+each 30 s segment, one encoder run per segment, frame ``i`` reading positions ``[2i-4, 2i+6)``.
+Frames are UNet + VAE decoder on the avatar's cached latents, pasted into the MuseTalk box with
+its lower-face mask. Synchronous; thread-safe as far as the engine is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.audio.whisper_mel import offline_segments
+from streamer.avatar import Avatar, composite
+from streamer.avatar.latents import musetalk_crops, prepare_latents
+from streamer.engine.metadata import WAV2LIP_MEL_FRAME_OFFSET
+from streamer.engine.musetalk.engine import MuseTalkEngine
+from streamer.engine.musetalk.features import clip_positions, frame_windows
+from streamer.offline.render import FramePlan, RenderOptions, plan_frames
+
+F32 = npt.NDArray[np.float32]
+U8 = npt.NDArray[np.uint8]
+
+
+def offline_audio_windows(engine: MuseTalkEngine, pcm_16k: F32, n_frames: int) -> F32:
+    """MuseTalk's offline audio input for frames ``0..n_frames-1``: f32 ``[n, 50, 384]``."""
+    first = np.zeros(1, np.int64)
+    states = np.concatenate(
+        [engine.encode_audio(mel[None], first)[0] for mel in offline_segments(pcm_16k)]
+    )
+    return frame_windows(states[: clip_positions(pcm_16k.shape[0])], 0, range(n_frames))
+
+
+class MuseTalkRenderer:
+    """Renders a :class:`FramePlan` with a MuseTalk engine on one avatar. Building it prepares
+    (or loads) the avatar's latents."""
+
+    def __init__(self, engine: MuseTalkEngine, avatar: Avatar) -> None:
+        self.engine = engine
+        self._avatar = avatar
+        self.crops = musetalk_crops(avatar)
+        self.latents = prepare_latents(avatar, engine)
+
+    @property
+    def avatar(self) -> Avatar:
+        return self._avatar
+
+    @property
+    def frame_size_px(self) -> tuple[int, int]:
+        h, w = self._avatar.frames.shape[1:3]
+        return int(w), int(h)
+
+    def plan(self, pcm_16k: F32, options: RenderOptions) -> FramePlan:
+        # The mel windows only gate speech here; Wav2Lip's alignment is the live path's.
+        plan = plan_frames(pcm_16k, self._avatar.frame_count, WAV2LIP_MEL_FRAME_OFFSET, options)
+        features = offline_audio_windows(self.engine, pcm_16k, len(plan))
+        return dataclasses.replace(plan, features=features)
+
+    def render(self, plan: FramePlan, start: int, stop: int) -> U8:
+        """BGR frames ``[stop - start, H, W, 3]`` uint8 for plan frames ``start..stop-1``."""
+        if plan.features is None:
+            raise ValueError("a MuseTalk render needs a plan with MuseTalk features")
+        avatar_frames = plan.avatar_frames[start:stop]
+        strengths = plan.strengths[start:stop]
+        out = np.array(self._avatar.frames[avatar_frames], dtype=np.uint8)
+        active = np.flatnonzero(strengths > 0)
+        if active.size:
+            rows = avatar_frames[active]
+            faces = self.engine.generate(
+                plan.features[start:stop][active], np.asarray(self.latents[rows])
+            )
+            out[active] = composite(
+                out[active],
+                faces,
+                self.crops.boxes[rows],
+                self.crops.masks[rows],
+                strengths[active],
+            )
+        return out
