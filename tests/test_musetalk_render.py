@@ -4,6 +4,7 @@ an MP4 whose lower face is the model's in speech and the avatar's own in silence
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -174,3 +175,21 @@ def test_render_command_with_a_musetalk_folder_writes_the_mp4(
     speaking = [changed(i) for i in (16, 18, 20)]  # 0.64-0.80 s, in the first burst
     assert max(silent) < 5.0, silent  # H.264's own loss
     assert min(speaking) > 3 * max(silent), (silent, speaking)
+
+
+def test_serve_refuses_a_musetalk_model_too_slow_for_live_calls(musetalk_tiny: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "streamer", "serve", "--model", str(musetalk_tiny), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith("avatar-streamer: ")]
+    assert len(lines) == 1, done.stderr[-2000:]
+    sentence = lines[0]
+    assert re.search(
+        r"model musetalk-random-tiny renders \d+\.\d frames per second on "
+        r"CPUExecutionProvider, below the 25 a live call needs",
+        sentence,
+    ), sentence

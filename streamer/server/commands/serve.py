@@ -24,7 +24,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--avatar", default="default", help="avatar used when an offer names none")
     add_avatars_dir_argument(p)
-    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="an ONNX model (default: built-in); MuseTalk folders are refused (render only)",
+    )
     p.add_argument(
         "--providers",
         default=None,

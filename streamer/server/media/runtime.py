@@ -6,12 +6,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from streamer.avatar import ensure_default_avatar, load_avatar
 from streamer.engine import EngineOptions, LipSyncEngine
+from streamer.engine.musetalk.engine import MuseTalkEngine
+from streamer.engine.musetalk.manifest import is_model_folder
+from streamer.errors import ModelError
 from streamer.playout.pipeline import FrameJob, JobKind
 from streamer.server.media.lipsync import AvatarLibrary, LipSyncRenderer
 from streamer.server.media.renderer import Renderer, RenderRequest
@@ -29,13 +32,41 @@ class Runtime:
     load_avatar: Callable[[str], object]  # raises AvatarError; loads (blocking) on first use
 
 
+LIVE_FPS = 25
+
+
+def refuse_musetalk(folder: Path, options: EngineOptions | None) -> NoReturn:
+    """Load a MuseTalk folder, measure its live frame rate and refuse it with one sentence.
+
+    Live MuseTalk calls are not built yet (``render`` runs MuseTalk); a model too slow for
+    25 fps on this provider would be refused anyway, and the sentence says which applies.
+    """
+    engine = MuseTalkEngine(folder, options)
+    fps = engine.frames_per_s()
+    where = f"model {engine.name} renders {fps:.1f} frames per second on {engine.providers[0]}"
+    if fps < LIVE_FPS:
+        raise ModelError(
+            f"{where}, below the {LIVE_FPS} a live call needs: render files with it "
+            "(`avatar-streamer render --model ...`) or serve it from a GPU"
+        )
+    raise ModelError(
+        f"{where}, enough for live calls, but this version runs MuseTalk models in "
+        "`avatar-streamer render` only: live MuseTalk calls are not built yet"
+    )
+
+
 def build_runtime(
     avatars_root: Path,
     avatar: str = "default",
     model: Path | None = None,
     options: EngineOptions | None = None,
 ) -> Runtime:
-    """Load and warm the model, load (or prepare, for the default) the avatar, warm the path."""
+    """Load and warm the model, load (or prepare, for the default) the avatar, warm the path.
+
+    Raises :class:`ModelError` for a model that cannot be served (a MuseTalk folder: see
+    :func:`refuse_musetalk`)."""
+    if model is not None and is_model_folder(model):
+        refuse_musetalk(model, options)
     engine = LipSyncEngine(model, options or EngineOptions())
     info = engine.info
     log.info(
