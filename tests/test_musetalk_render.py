@@ -193,3 +193,19 @@ def test_serve_refuses_a_musetalk_model_too_slow_for_live_calls(musetalk_tiny: P
         r"CPUExecutionProvider, below the 25 a live call needs",
         sentence,
     ), sentence
+
+
+def test_bench_model_times_each_graph_and_a_frame(
+    musetalk_tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamer.cli import main
+
+    argv = ["bench", "model", "--model", str(musetalk_tiny), "--batch", "1,2", "--iters", "1"]
+    assert main([*argv, "--no-record"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    parts = ("audio encoder 2 s", "unet", "vae decoder", "frame", "vae encoder (preparation)")
+    for part in parts:
+        rows = [line for line in table if f"{musetalk_tiny.name} {part} |" in line]
+        assert len(rows) == 2, (part, table)  # batch 1 and 2
+        ms_per_frame = float(rows[0].split("|")[6])
+        assert ms_per_frame > 0

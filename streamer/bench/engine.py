@@ -51,7 +51,7 @@ class Row:
         return f"{self.runtime} b{self.batch} {self.threads}t"
 
 
-def _time_per_frame(run: Callable[[], object], batch: int, iters: int) -> F32:
+def time_per_frame(run: Callable[[], object], batch: int, iters: int) -> F32:
     for _ in range(2):
         run()
     samples = np.empty(iters, dtype=np.float32)
@@ -103,7 +103,7 @@ def _onnx_rows(
             runtime = _runtime_name(engine.info.providers, fp16)
             for batch in batches:
                 mel, face = _inputs(batch, engine.info.face_size_px)
-                samples = _time_per_frame(partial(engine.infer, mel, face), batch, iters)
+                samples = time_per_frame(partial(engine.infer, mel, face), batch, iters)
                 rows.append(Row(name, runtime, batch, threads, samples, note))
                 log.info("%s %s: %.2f ms/frame", name, rows[-1].label, float(samples.mean()))
     return rows
@@ -125,7 +125,7 @@ def _torch_rows(
                 with torch.inference_mode():
                     return model(tm, tf)
 
-            samples = _time_per_frame(run, batch, iters)
+            samples = time_per_frame(run, batch, iters)
             rows.append(Row(WAV2LIP_RANDOM, "PyTorch eager fp32", batch, threads, samples))
             log.info("%s %s: %.2f ms/frame", WAV2LIP_RANDOM, rows[-1].label, float(samples.mean()))
     return rows
@@ -136,6 +136,11 @@ def measure(args: argparse.Namespace) -> list[Row]:
     for name in args.model:
         batches = tuple(args.batch) if args.batch else DEFAULT_BATCHES.get(name, (1, 4))
         iters = args.iters or DEFAULT_ITERS.get(name, 5)
+        from streamer.bench import musetalk_model
+
+        if musetalk_model.is_musetalk(name):
+            rows += musetalk_model.rows(name, args, tuple(args.batch or ()), args.iters)
+            continue
         if name == WAV2LIP_RANDOM:
             from streamer.engine.wav2lip import export_onnx, random_wav2lip
 
@@ -181,8 +186,9 @@ def register(kinds: Any) -> None:
     parser.add_argument(
         "--model",
         action="append",
-        help=f"ONNX path, {BUILTIN!r} or {WAV2LIP_RANDOM!r} (needs torch); repeatable "
-        f"(default: {BUILTIN})",
+        help=f"ONNX path, {BUILTIN!r}, {WAV2LIP_RANDOM!r}, a MuseTalk folder, "
+        "musetalk-random-tiny or musetalk-random-full (random ones need the export extra); "
+        f"repeatable (default: {BUILTIN})",
     )
     parser.add_argument(
         "--providers",
@@ -195,7 +201,7 @@ def register(kinds: Any) -> None:
     parser.add_argument("--iters", type=int, default=None, help="timed batches per configuration")
     parser.add_argument("--fp16", action="store_true", help="add float16 rows")
     parser.add_argument(
-        "--torch", action="store_true", help="add PyTorch eager rows (wav2lip-random)"
+        "--torch", action="store_true", help="add PyTorch eager rows (random-weight models)"
     )
     parser.add_argument("--no-record", action="store_true", help="print only")
     parser.set_defaults(func=run)

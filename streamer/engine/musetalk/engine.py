@@ -87,17 +87,24 @@ class MuseTalkEngine:
 
     def generate(self, audio: F32, latents: F32) -> U8:
         """Faces uint8 BGR ``[B, 256, 256, 3]`` from audio windows f32 ``[B, 50, 384]`` and
-        avatar latents f32 ``[B, 8, 32, 32]`` (masked ‖ reference)."""
+        avatar latents f32 ``[B, 8, 32, 32]`` (masked ‖ reference): :meth:`unet` then
+        :meth:`decode`."""
+        return self.decode(self.unet(audio, latents))
+
+    def unet(self, audio: F32, latents: F32) -> F32:
+        """Predicted latents f32 ``[B, 4, 32, 32]`` (the UNet alone)."""
         if audio.shape[1:] != (WINDOW_TOKENS, D_MODEL) or latents.shape[0] != audio.shape[0]:
             raise ValueError(f"bad shapes: audio {audio.shape}, latents {latents.shape}")
-        pred = self._unet.run(
-            ["pred_latents"],
-            {
-                "latents": np.ascontiguousarray(latents, np.float32),
-                "audio": np.ascontiguousarray(audio, np.float32),
-            },
-        )[0]
-        faces: U8 = self._vae_decoder.run(["faces_bgr"], {"pred_latents": pred})[0]
+        feeds = {
+            "latents": np.ascontiguousarray(latents, np.float32),
+            "audio": np.ascontiguousarray(audio, np.float32),
+        }
+        pred: F32 = self._unet.run(["pred_latents"], feeds)[0]
+        return pred
+
+    def decode(self, pred_latents: F32) -> U8:
+        """Faces uint8 BGR ``[B, 256, 256, 3]`` from predicted latents (the VAE decoder)."""
+        faces: U8 = self._vae_decoder.run(["faces_bgr"], {"pred_latents": pred_latents})[0]
         return faces
 
     def encode_crops(self, crops_bgr: U8) -> F32:
