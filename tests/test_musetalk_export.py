@@ -15,6 +15,7 @@ import pytest
 from streamer.audio.whisper_mel import whisper_log_mel
 from streamer.engine.musetalk.features import clip_frames, clip_positions, frame_windows
 from streamer.engine.musetalk.manifest import (
+    FP16_GRAPH_FILES,
     GRAPH_FILES,
     MANIFEST_FILE,
     is_model_folder,
@@ -41,10 +42,15 @@ def test_the_folder_holds_four_checked_graphs_one_file_each(musetalk_tiny: Path)
     manifest = read_manifest(musetalk_tiny)
     assert manifest.name == "musetalk-random-tiny"
     assert manifest.source == {"kind": "random", "size": "tiny", "seed": 0}
-    # Small graphs keep their weights inline: nothing in the folder but the graphs and manifest.
+    # Small graphs keep their weights inline: nothing in the folder but the graphs, their
+    # float16 variants and the manifest.
     assert sorted(p.name for p in musetalk_tiny.iterdir()) == sorted(
-        [*GRAPH_FILES.values(), MANIFEST_FILE]
+        [*GRAPH_FILES.values(), *FP16_GRAPH_FILES.values(), MANIFEST_FILE]
     )
+    assert manifest.fp16_graphs == FP16_GRAPH_FILES
+    assert manifest.fp16_error["unet"] < 1e-2
+    assert manifest.fp16_error["audio_encoder"] < 1e-2
+    assert manifest.fp16_error["vae_decoder"] < 1.0  # mean levels
     for graph in ("audio_encoder", "unet", "vae_encoder"):
         assert manifest.parity[graph] <= max(1e-4, manifest.parity[f"{graph}_torch_float32"])
     assert manifest.parity["unet"] < 1e-5

@@ -18,6 +18,7 @@ from streamer.avatar import PrepareOptions, load_avatar, prepare_avatar
 from streamer.avatar.latents import load_latents, musetalk_crops, prepare_latents
 from streamer.crop import CropConvention
 from streamer.engine.musetalk.engine import MuseTalkEngine
+from streamer.engine.session import EngineOptions
 from streamer.errors import ModelError
 from tests.test_offline_render import onset_clip, write_wav
 
@@ -75,6 +76,20 @@ def test_the_engine_runs_the_folder(engine: MuseTalkEngine) -> None:
     assert states.shape == (1, 50, 5, 384)
     assert engine.frames_per_s() > 0
     assert engine.providers[-1] == "CPUExecutionProvider"
+
+
+def test_the_float16_variants_run_close_to_float32(
+    engine: MuseTalkEngine, musetalk_tiny: Path
+) -> None:
+    half = MuseTalkEngine(musetalk_tiny, EngineOptions(fp16=True))
+    rng = np.random.default_rng(4)
+    audio = rng.standard_normal((2, 50, 384), np.float32)
+    latents = rng.standard_normal((2, 8, 32, 32), np.float32)
+    levels = np.abs(
+        half.generate(audio, latents).astype(np.int16) - engine.generate(audio, latents)
+    )
+    assert levels.mean() < 1.0
+    assert levels.max() <= 16
 
 
 def test_a_folder_without_a_manifest_is_refused(tmp_path: Path) -> None:

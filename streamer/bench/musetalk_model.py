@@ -55,11 +55,24 @@ def _frame(engine: MuseTalkEngine, x: dict[str, np.ndarray]) -> object:
 
 
 def _ort_rows(
-    label: str, folder: Path, threads: int, providers: Any, batches: tuple[int, ...], iters: int
+    label: str,
+    folder: Path,
+    threads: int,
+    providers: Any,
+    batches: tuple[int, ...],
+    iters: int,
+    fp16: bool = False,
 ) -> list[Row]:
-    options = EngineOptions(providers=providers, intra_op_threads=threads, warmup_batch_sizes=(1,))
+    options = EngineOptions(
+        providers=providers, intra_op_threads=threads, warmup_batch_sizes=(1,), fp16=fp16
+    )
     engine = MuseTalkEngine(folder, options)
-    runtime = f"ORT {engine.providers[0].removesuffix('ExecutionProvider')} fp32"
+    precision = "fp16" if fp16 else "fp32"
+    runtime = f"ORT {engine.providers[0].removesuffix('ExecutionProvider')} {precision}"
+    note = ""
+    if fp16:
+        errors = engine.manifest.fp16_error
+        note = "fp16 mean error: " + ", ".join(f"{g} {e:.1e}" for g, e in errors.items())
     rows = []
     for batch in batches:
         x = _inputs(batch)
@@ -68,11 +81,12 @@ def _ort_rows(
             "unet": partial(engine.unet, x["audio"], x["latents"]),
             "vae decoder": partial(engine.decode, x["pred_latents"]),
             "frame": partial(_frame, engine, x),
-            "vae encoder (preparation)": partial(engine.encode_crops, x["crops_bgr"]),
         }
+        if not fp16:  # preparation runs the float32 VAE encoder either way
+            runs["vae encoder (preparation)"] = partial(engine.encode_crops, x["crops_bgr"])
         for part, run in runs.items():
             samples = time_per_frame(run, batch, iters)
-            rows.append(Row(f"{label} {part}", runtime, batch, threads, samples))
+            rows.append(Row(f"{label} {part}", runtime, batch, threads, samples, note))
             log.info("%s %s: %.1f ms/frame", rows[-1].model, rows[-1].label, samples.mean())
     return rows
 
@@ -116,9 +130,13 @@ def rows(
     iters = iters or DEFAULT_ITERS.get(name, 3)
     out: list[Row] = []
     size = RANDOM_SIZES.get(name)
+    precisions = (False, True) if args.fp16 else (False,)
     if size is None:
         for threads in args.threads:
-            out += _ort_rows(Path(name).name, Path(name), threads, args.providers, batches, iters)
+            for fp16 in precisions:
+                out += _ort_rows(
+                    Path(name).name, Path(name), threads, args.providers, batches, iters, fp16
+                )
         return out
     from streamer.engine.musetalk import export
 
@@ -128,5 +146,6 @@ def rows(
         for threads in args.threads:
             if args.torch:
                 out += _torch_rows(name, models, threads, batches, iters)
-            out += _ort_rows(name, Path(tmp), threads, args.providers, batches, iters)
+            for fp16 in precisions:
+                out += _ort_rows(name, Path(tmp), threads, args.providers, batches, iters, fp16)
     return out

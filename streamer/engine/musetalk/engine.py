@@ -1,7 +1,8 @@
 """MuseTalk v1.5 on ONNX Runtime: :class:`MuseTalkEngine`, one per model folder per process.
 
-Loads the folder's graphs (checked by their manifest), picks providers as the Wav2Lip engine
-does, and warms up before the constructor returns. A frame is audio features -> UNet (with the
+Loads the folder's graphs (checked by their manifest; with ``EngineOptions(fp16=True)`` the
+float16 variants the export checked), picks providers as the Wav2Lip engine does, and warms up
+before the constructor returns. A frame is audio features -> UNet (with the
 avatar frame's cached latents) -> VAE decoder; the VAE encoder runs only when an avatar's
 latents are prepared, and is loaded then. Synchronous; every method is thread-safe
 (onnxruntime sessions run concurrently).
@@ -59,7 +60,9 @@ class MuseTalkEngine:
         self._warm_up()
 
     def _load(self, graph: str) -> ort.InferenceSession:
-        path = self.folder / GRAPH_FILES[graph]
+        # options.fp16: the folder's checked float16 variant where it has one.
+        name = self.manifest.fp16_graphs.get(graph) if self.options.fp16 else None
+        path = self.folder / (name or GRAPH_FILES[graph])
         try:
             return ort.InferenceSession(
                 str(path), sess_options=session_options(self.options), providers=self._providers

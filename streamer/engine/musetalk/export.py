@@ -38,8 +38,10 @@ from transformers import WhisperConfig, WhisperModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from streamer.engine.musetalk.features import D_MODEL, HIDDEN_STATES, positional_encoding
+from streamer.engine.musetalk.fp16 import write_fp16_variants
 from streamer.engine.musetalk.manifest import (
     FACE_SIZE_PX,
+    FP16_GRAPH_FILES,
     GRAPH_FILES,
     LATENT_CHANNELS,
     LATENT_SCALE,
@@ -486,7 +488,8 @@ def check_against_transformers(models: MuseTalkTorch, path: Path) -> float:
 
 
 def write_model_folder(models: MuseTalkTorch, out_dir: Path, name: str) -> Manifest:
-    """Export, check and describe all four graphs in ``out_dir``; returns the manifest.
+    """Export, check and describe all four graphs in ``out_dir``, with the float16 variants
+    of the live graphs that pass their check; returns the manifest.
 
     Raises :class:`ModelError` when a graph fails its parity check (the manifest is then not
     written, so the folder does not load).
@@ -512,11 +515,16 @@ def write_model_folder(models: MuseTalkTorch, out_dir: Path, name: str) -> Manif
     parity["audio_encoder_30s_vs_transformers"] = check_against_transformers(
         models, out_dir / GRAPH_FILES["audio_encoder"]
     )
+    fp16_error = write_fp16_variants(out_dir)
     manifest = Manifest(
         name=name,
         precision="fp32",
         source=models.source,
         parity=parity,
+        fp16_graphs={
+            g: FP16_GRAPH_FILES[g] for g in fp16_error if (out_dir / FP16_GRAPH_FILES[g]).is_file()
+        },
+        fp16_error=fp16_error,
         exported_with={
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,

@@ -45,6 +45,12 @@ GRAPH_FILES = {
     "vae_decoder": "vae_decoder.onnx",
     "vae_encoder": "vae_encoder.onnx",
 }
+# Float16 variants of the live graphs (written when they pass their accuracy check).
+FP16_GRAPH_FILES = {
+    "audio_encoder": "audio_encoder.fp16.onnx",
+    "unet": "unet.fp16.onnx",
+    "vae_decoder": "vae_decoder.fp16.onnx",
+}
 FACE_SIZE_PX = 256
 LATENT_SIZE = FACE_SIZE_PX // 8  # 32
 LATENT_CHANNELS = 4
@@ -78,6 +84,9 @@ class Manifest:
     parity: dict[str, float]
     exported_with: dict[str, str]
     conventions: dict[str, Any] = field(default_factory=lambda: dict(CONVENTIONS))
+    # graph -> file of its float16 variant, and graph -> the variant's measured mean error
+    fp16_graphs: dict[str, str] = field(default_factory=dict)
+    fp16_error: dict[str, float] = field(default_factory=dict)
     family: str = FAMILY
     format_version: int = FORMAT_VERSION
 
@@ -92,6 +101,7 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
         "conventions": manifest.conventions,
         "source": manifest.source,
         "parity": manifest.parity,
+        "fp16": {"graphs": manifest.fp16_graphs, "mean_error": manifest.fp16_error},
         "exported_with": manifest.exported_with,
     }
     (folder / MANIFEST_FILE).write_text(json.dumps(doc, indent=2) + "\n")
@@ -129,6 +139,12 @@ def read_manifest(folder: Path) -> Manifest:
     for graph, file_name in GRAPH_FILES.items():
         if not (folder / file_name).is_file():
             raise ModelError(f"{folder} lacks its {graph} graph ({file_name})")
+    fp16 = dict(doc.get("fp16", {}))
+    fp16_graphs = {
+        str(graph): str(name)
+        for graph, name in dict(fp16.get("graphs", {})).items()
+        if graph in FP16_GRAPH_FILES and (folder / str(name)).is_file()
+    }
     return Manifest(
         name=str(doc.get("name", folder.name)),
         precision=str(doc.get("precision", "fp32")),
@@ -136,4 +152,6 @@ def read_manifest(folder: Path) -> Manifest:
         parity={str(k): float(v) for k, v in dict(doc.get("parity", {})).items()},
         exported_with={str(k): str(v) for k, v in dict(doc.get("exported_with", {})).items()},
         conventions=conventions,
+        fp16_graphs=fp16_graphs,
+        fp16_error={str(k): float(v) for k, v in dict(fp16.get("mean_error", {})).items()},
     )
