@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,7 +25,10 @@ from streamer.engine.session import EngineOptions
 
 log = logging.getLogger(__name__)
 
-RANDOM_SIZES = {"musetalk-random-tiny": "tiny", "musetalk-random-full": "full"}
+RANDOM_SIZES: dict[str, Literal["tiny", "full"]] = {
+    "musetalk-random-tiny": "tiny",
+    "musetalk-random-full": "full",
+}
 DEFAULT_BATCHES = {"musetalk-random-tiny": (1, 4, 8), "musetalk-random-full": (1,)}
 DEFAULT_ITERS = {"musetalk-random-tiny": 5, "musetalk-random-full": 2}
 CONTEXT_MEL_COLUMNS = 200  # the live default: 2 s of audio per encoder run
@@ -140,7 +143,7 @@ def rows(
         return out
     from streamer.engine.musetalk import export
 
-    models = export.random_models(size)  # type: ignore[arg-type]
+    models = export.random_models(size)
     with tempfile.TemporaryDirectory() as tmp:
         export.write_model_folder(models, Path(tmp), name)
         for threads in args.threads:
