@@ -258,10 +258,11 @@ def run(args: argparse.Namespace) -> int:
     body = table + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     print(body)
     if not args.no_record:
-        write_section(
-            "model",
-            "Lip-sync models: ms per frame by runtime, batch, precision",
-            _command_line(args),
-            body,
-        )
+        from streamer.bench.musetalk_model import is_musetalk
+
+        if all(is_musetalk(m) for m in args.model):  # its own table: rows per graph
+            section = ("model-musetalk", "MuseTalk v1.5: ms per frame by graph, runtime, batch")
+        else:
+            section = ("model", "Lip-sync models: ms per frame by runtime, batch, precision")
+        write_section(*section, _command_line(args), body)
     return verdict
