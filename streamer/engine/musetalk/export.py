@@ -406,7 +406,7 @@ def _export_one(module: nn.Module, spec: GraphSpec, out_path: Path) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (out_path, out_path.with_name(out_path.name + ".data")):
         stale.unlink(missing_ok=True)
-    if graph.ByteSize() > INLINE_WEIGHTS_MAX_BYTES:
+    if weights_bytes(graph) > INLINE_WEIGHTS_MAX_BYTES:
         onnx.save_model(
             graph,
             str(out_path),
@@ -416,6 +416,12 @@ def _export_one(module: nn.Module, spec: GraphSpec, out_path: Path) -> None:
         )
     else:
         onnx.save_model(graph, str(out_path))
+
+
+def weights_bytes(model: onnx.ModelProto) -> int:
+    """The size of ``model``'s initializers (each counted alone: protobuf cannot size a whole
+    message past 2 GB)."""
+    return sum(t.ByteSize() for t in model.graph.initializer)
 
 
 def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:

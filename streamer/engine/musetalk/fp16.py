@@ -81,7 +81,7 @@ def write_fp16_variants(folder: Path) -> dict[str, float]:
         fp32_path = folder / GRAPH_FILES[graph]
         fp16_path = folder / file_name
         model = onnx.load(str(fp32_path), load_external_data=True)
-        big = model.ByteSize() > _SHAPE_INFER_MAX_BYTES
+        big = sum(t.ByteSize() for t in model.graph.initializer) > _SHAPE_INFER_MAX_BYTES
         half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=big)
         del model
         fp16_path.unlink(missing_ok=True)
