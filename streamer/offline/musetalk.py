@@ -1,8 +1,9 @@
 """Offline render with a MuseTalk v1.5 model folder: :class:`MuseTalkRenderer`.
 
 The plan is the live path's (speech gate, mouth fade, avatar frames: :func:`plan_frames`) with
-MuseTalk's own audio input per frame, computed as MuseTalk computes it offline: Whisper's mel of
-each 30 s segment, one encoder run per segment, frame ``i`` reading positions ``[2i-4, 2i+6)``.
+MuseTalk's own audio input, computed as MuseTalk computes it offline: Whisper's mel of each
+30 s segment, one encoder run per segment; frame ``i`` reads positions ``[2i-4, 2i+6)`` of
+those states when its batch is rendered.
 Frames are UNet + VAE decoder on the avatar's cached latents, pasted into the MuseTalk box with
 its lower-face mask. Synchronous; thread-safe as far as the engine is.
 """
@@ -26,13 +27,16 @@ F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
 
 
-def offline_audio_windows(engine: MuseTalkEngine, pcm_16k: F32, n_frames: int) -> F32:
-    """MuseTalk's offline audio input for frames ``0..n_frames-1``: f32 ``[n, 50, 384]``."""
+def offline_states(engine: MuseTalkEngine, pcm_16k: F32) -> F32:
+    """MuseTalk's offline encoder states of a clip: f32 ``[floor(s * 50), 5, 384]``
+    (7.7 kB per 20 ms: a frame's window is cut from them when it is rendered, 5 times less
+    memory than keeping every frame's ``[50, 384]``)."""
     first = np.zeros(1, np.int64)
     states = np.concatenate(
         [engine.encode_audio(mel[None], first)[0] for mel in offline_segments(pcm_16k)]
     )
-    return frame_windows(states[: clip_positions(pcm_16k.shape[0])], 0, range(n_frames))
+    trimmed: F32 = states[: clip_positions(pcm_16k.shape[0])]
+    return trimmed
 
 
 class MuseTalkRenderer:
@@ -57,22 +61,20 @@ class MuseTalkRenderer:
     def plan(self, pcm_16k: F32, options: RenderOptions) -> FramePlan:
         # The mel windows only gate speech here; Wav2Lip's alignment is the live path's.
         plan = plan_frames(pcm_16k, self._avatar.frame_count, WAV2LIP_MEL_FRAME_OFFSET, options)
-        features = offline_audio_windows(self.engine, pcm_16k, len(plan))
-        return dataclasses.replace(plan, features=features)
+        return dataclasses.replace(plan, features=offline_states(self.engine, pcm_16k))
 
     def render(self, plan: FramePlan, start: int, stop: int) -> U8:
         """BGR frames ``[stop - start, H, W, 3]`` uint8 for plan frames ``start..stop-1``."""
         if plan.features is None:
-            raise ValueError("a MuseTalk render needs a plan with MuseTalk features")
+            raise ValueError("a MuseTalk render needs a plan with MuseTalk encoder states")
         avatar_frames = plan.avatar_frames[start:stop]
         strengths = plan.strengths[start:stop]
         out = np.array(self._avatar.frames[avatar_frames], dtype=np.uint8)
         active = np.flatnonzero(strengths > 0)
         if active.size:
             rows = avatar_frames[active]
-            faces = self.engine.generate(
-                plan.features[start:stop][active], np.asarray(self.latents[rows])
-            )
+            audio = frame_windows(plan.features, 0, range(start, stop))[active]
+            faces = self.engine.generate(audio, np.asarray(self.latents[rows]))
             out[active] = composite(
                 out[active],
                 faces,

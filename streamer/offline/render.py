@@ -55,8 +55,8 @@ class RenderOptions:
 class FramePlan:
     """What every output frame shows. ``windows`` f32 [N,80,16] (Wav2Lip's mel windows, which
     also gate speech), ``strengths`` f32 [N] in [0, 1] (0: the avatar frame as it is),
-    ``avatar_frames`` int64 [N]. ``features``: the model's own audio input per frame when it
-    does not read ``windows`` (MuseTalk: f32 [N,50,384]), else None."""
+    ``avatar_frames`` int64 [N]. ``features``: the model's own audio features when it does not
+    read ``windows`` (MuseTalk: its encoder's states f32 [P,5,384], 50 a second), else None."""
 
     windows: F32
     strengths: F32
