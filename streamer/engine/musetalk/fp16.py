@@ -74,7 +74,10 @@ def fp16_error(graph: str, fp32_path: Path, fp16_path: Path) -> float:
 def write_fp16_variants(folder: Path) -> dict[str, float]:
     """Write the float16 variant of each live graph in ``folder`` that passes its check;
     returns each graph's measured error (a failing variant is logged and removed)."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import (
+        DEFAULT_OP_BLOCK_LIST,
+        convert_float_to_float16,
+    )
 
     errors: dict[str, float] = {}
     for graph, file_name in FP16_GRAPH_FILES.items():
@@ -82,12 +85,24 @@ def write_fp16_variants(folder: Path) -> dict[str, float]:
         fp16_path = folder / file_name
         model = onnx.load(str(fp32_path), load_external_data=True)
         big = sum(t.ByteSize() for t in model.graph.initializer) > _SHAPE_INFER_MAX_BYTES
-        half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=big)
+        # Resize's scales must stay float32 (onnxruntime #14827); without shape inference
+        # (graphs past 2 GB) the converter cannot tell, so Resize stays float32 everywhere.
+        half = convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            disable_shape_infer=big,
+            op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Resize"],
+        )
         del model
         fp16_path.unlink(missing_ok=True)
         onnx.save_model(half, str(fp16_path))
         del half
-        errors[graph] = fp16_error(graph, fp32_path, fp16_path)
+        try:
+            errors[graph] = fp16_error(graph, fp32_path, fp16_path)
+        except Exception as exc:  # onnxruntime refuses the converted graph: no variant
+            log.warning("%s: float16 variant does not load (%s): none written", graph, exc)
+            fp16_path.unlink()
+            continue
         gate = MAX_DECODER_MEAN_LEVELS if graph == "vae_decoder" else MAX_RELATIVE_MEAN_ERROR
         if errors[graph] > gate:
             log.warning(
