@@ -9,7 +9,7 @@ crops and blend masks of its model's crop convention, and pastes generated crops
 from streamer.avatar.cache import Avatar, list_avatars, load_avatar, validate_name
 from streamer.avatar.composite import composite
 from streamer.avatar.crops import AvatarCrops
-from streamer.avatar.default import DEFAULT_AVATAR, ensure_default_avatar
+from streamer.avatar.default import DEFAULT_AVATAR, ensure_default_avatar, open_avatar
 from streamer.avatar.errors import (
     AvatarCacheError,
     AvatarError,
@@ -40,6 +40,7 @@ __all__ = [
     "ensure_default_avatar",
     "list_avatars",
     "load_avatar",
+    "open_avatar",
     "prepare_avatar",
     "validate_name",
 ]

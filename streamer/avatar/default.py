@@ -17,7 +17,7 @@ from streamer.resources import DEFAULT_AVATAR, default_avatar_source
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_AVATAR", "ensure_default_avatar"]
+__all__ = ["DEFAULT_AVATAR", "ensure_default_avatar", "open_avatar"]
 
 
 def ensure_default_avatar(root: Path) -> Avatar:
@@ -37,3 +37,12 @@ def ensure_default_avatar(root: Path) -> Avatar:
             "preparing the default avatar in %s from %s (first use, a few seconds)...", root, source
         )
         return prepare_avatar(source, DEFAULT_AVATAR, root, PrepareOptions(force=True))
+
+
+def open_avatar(name: str, root: Path) -> Avatar:
+    """Avatar ``name`` from ``root``: the default one prepared on first use
+    (:func:`ensure_default_avatar`), any other loaded as prepared (raises what
+    :func:`load_avatar` raises)."""
+    if name == DEFAULT_AVATAR:
+        return ensure_default_avatar(root)
+    return load_avatar(name, root)

@@ -12,7 +12,6 @@ from streamer.errors import StreamerError
 from streamer.resources import add_avatars_dir_argument, avatars_dir
 
 if TYPE_CHECKING:
-    from streamer.avatar import Avatar
     from streamer.offline.render import FrameRenderer, Renderer
 
 
@@ -61,22 +60,15 @@ class ProgressBar:
         self._stream.flush()
 
 
-def _load_avatar(avatar: str, avatars_dir: Path) -> Avatar:
-    from streamer.avatar import ensure_default_avatar, load_avatar
-
-    if avatar == "default":
-        return ensure_default_avatar(avatars_dir)
-    return load_avatar(avatar, avatars_dir)
-
-
 def load_frame_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> FrameRenderer:
     """A Wav2Lip-contract ONNX model (default: the built-in one), loaded and warmed, with the
     avatar's crops for it. Blocking."""
+    from streamer.avatar import open_avatar
     from streamer.engine import LipSyncEngine
     from streamer.offline.render import FrameRenderer
 
     engine = LipSyncEngine(model)
-    loaded = _load_avatar(avatar, avatars_dir)
+    loaded = open_avatar(avatar, avatars_dir)
     crops = loaded.crops(engine.info.crop, engine.info.face_size_px)
     return FrameRenderer(engine, loaded, crops)
 
@@ -84,13 +76,14 @@ def load_frame_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> F
 def load_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> Renderer:
     """The renderer for ``model``: a MuseTalk model folder (its engine, and the avatar's
     cached latents, computed on first use) or a Wav2Lip-contract ONNX file. Blocking."""
+    from streamer.avatar import open_avatar
     from streamer.engine.musetalk.manifest import is_model_folder
 
     if model is not None and is_model_folder(model):
         from streamer.engine.musetalk.engine import MuseTalkEngine
         from streamer.offline.musetalk import MuseTalkRenderer
 
-        return MuseTalkRenderer(MuseTalkEngine(model), _load_avatar(avatar, avatars_dir))
+        return MuseTalkRenderer(MuseTalkEngine(model), open_avatar(avatar, avatars_dir))
     return load_frame_renderer(model, avatar, avatars_dir)
 
 

@@ -63,16 +63,12 @@ def mouth_meter(health: dict[str, Any], avatar: str, avatars_dir: Path) -> Mouth
     """A meter for the avatar the server renders: its mouth box (from the model ``health``
     reports) and its rest frames, from a local cache in ``avatars_dir``. Raises
     :class:`StreamerError` when that cache is missing."""
-    from streamer.avatar import AvatarError, ensure_default_avatar, load_avatar
+    from streamer.avatar import AvatarError, open_avatar
     from streamer.crop import CropConvention
 
     model = health.get("model") or {}
     try:
-        loaded = (
-            ensure_default_avatar(avatars_dir)
-            if avatar == "default"
-            else load_avatar(avatar, avatars_dir)
-        )
+        loaded = open_avatar(avatar, avatars_dir)
     except AvatarError as exc:
         raise StreamerError(
             f"the mouth is measured against the avatar's own frames, which need its cache here: "

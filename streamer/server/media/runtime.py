@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from streamer.avatar import ensure_default_avatar, load_avatar
+from streamer.avatar import open_avatar
 from streamer.engine import EngineOptions, LipSyncEngine
 from streamer.engine.musetalk.engine import MuseTalkEngine
 from streamer.engine.musetalk.manifest import is_model_folder
@@ -78,11 +78,7 @@ def build_runtime(
         ", ".join(info.providers),
     )
     library = AvatarLibrary(avatars_root, info.face_size_px, engine)
-    first = (
-        ensure_default_avatar(avatars_root)
-        if avatar == "default"
-        else load_avatar(avatar, avatars_root)
-    )
+    first = open_avatar(avatar, avatars_root)
     library.add(first)
     renderer = LipSyncRenderer(engine, library)
     # One full render so the first real tick pays no first-call costs.
