@@ -91,21 +91,18 @@ def mel_basis() -> F64:
     return weights
 
 
-def periodic_hann(length: int) -> F64:
-    """Periodic Hann window, as ``scipy.signal.get_window("hann", length, fftbins=True)``."""
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
-
-
 @functools.cache
-def _hann() -> F64:
-    w = periodic_hann(N_FFT)
+def periodic_hann(length: int) -> F64:
+    """Periodic Hann window, as ``scipy.signal.get_window("hann", length, fftbins=True)``
+    (read-only: computed once per length)."""
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
     w.setflags(write=False)
     return w
 
 
 def frames_to_columns(frames: F64) -> F32:
     """Feature columns ``[80, n]`` for STFT frames ``[n, 800]`` of pre-emphasised audio."""
-    spectrum = np.abs(np.fft.rfft(frames * _hann(), axis=1))  # [n, 401]
+    spectrum = np.abs(np.fft.rfft(frames * periodic_hann(N_FFT), axis=1))  # [n, 401]
     mel = mel_basis() @ spectrum.T  # [80, n]
     db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
     norm = (2 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE

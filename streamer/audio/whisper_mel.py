@@ -45,13 +45,6 @@ def whisper_mel_filters() -> F64:
     return weights
 
 
-@functools.cache
-def _hann() -> F64:
-    w = periodic_hann(N_FFT)
-    w.setflags(write=False)
-    return w
-
-
 def whisper_log10_mel(pcm_16k: npt.ArrayLike) -> F64:
     """``log10`` of Whisper's mel power, before the floor: float64 ``[80, len // 160]``.
 
@@ -63,7 +56,7 @@ def whisper_log10_mel(pcm_16k: npt.ArrayLike) -> F64:
         raise ValueError(f"whisper_log_mel needs more than {N_FFT // 2} samples")
     padded = np.pad(x, N_FFT // 2, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_SAMPLES]
-    power = np.abs(np.fft.rfft(frames * _hann(), axis=1)) ** 2  # [1 + len // 160, 201]
+    power = np.abs(np.fft.rfft(frames * periodic_hann(N_FFT), axis=1)) ** 2  # [1 + len // 160, 201]
     log10_mel: F64 = np.log10(np.maximum(whisper_mel_filters() @ power.T, LOG_MIN_POWER))
     return log10_mel[:, :-1]
 
