@@ -24,8 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from streamer.audio.whisper_mel import offline_segments
-from streamer.engine.musetalk.features import clip_frames, clip_positions, frame_windows
+from streamer.engine.musetalk.features import clip_frames, frame_windows, offline_states
 from streamer.engine.musetalk.manifest import GRAPH_FILES, read_manifest
 from streamer.engine.musetalk.streaming import LiveFeatures, LiveFeatureSettings, frame_span
 from streamer.engine.session import CPU, EngineOptions
@@ -76,10 +75,7 @@ def spoken_clip_16k() -> F32:
 
 def offline_features(encoder: OrtEncoder, pcm_16k: F32) -> F32:
     """MuseTalk's offline UNet inputs for every frame of the clip: ``[F, 50, 384]``."""
-    first = np.zeros(1, np.int64)
-    segments = offline_segments(pcm_16k)
-    states = np.concatenate([encoder(mel[None], first)[0] for mel in segments])
-    states = states[: clip_positions(pcm_16k.shape[0])]
+    states = offline_states(encoder, pcm_16k)
     return frame_windows(states, 0, range(clip_frames(pcm_16k.shape[0])))
 
 

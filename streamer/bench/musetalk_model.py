@@ -21,6 +21,7 @@ import numpy as np
 
 from streamer.bench.engine import Row, time_per_frame
 from streamer.engine.musetalk.engine import MuseTalkEngine
+from streamer.engine.musetalk.manifest import GRAPH_FILES, example_inputs
 from streamer.engine.session import EngineOptions
 
 log = logging.getLogger(__name__)
@@ -40,16 +41,13 @@ def is_musetalk(name: str) -> bool:
     return name in RANDOM_SIZES or is_model_folder(Path(name))
 
 
-def _inputs(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {
-        "mel": rng.uniform(-1, 1.5, (batch, 80, CONTEXT_MEL_COLUMNS)).astype(np.float32),
-        "first_position": np.zeros(batch, np.int64),
-        "audio": rng.standard_normal((batch, 50, 384), np.float32),
-        "latents": rng.standard_normal((batch, 8, 32, 32), np.float32),
-        "pred_latents": rng.standard_normal((batch, 4, 32, 32), np.float32),
-        "crops_bgr": rng.integers(0, 256, (batch, 256, 256, 3), np.uint8),
-    }
+def _inputs(batch: int) -> dict[str, np.ndarray]:
+    """Every graph's inputs at ``batch`` (the audio encoder's over 2 s), by input name."""
+    rng = np.random.default_rng(0)
+    inputs: dict[str, np.ndarray] = {}
+    for graph in GRAPH_FILES:
+        inputs |= example_inputs(graph, batch, rng, mel_frames=CONTEXT_MEL_COLUMNS)
+    return inputs
 
 
 def _frame(engine: MuseTalkEngine, x: dict[str, np.ndarray]) -> object:

@@ -15,28 +15,16 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio.whisper_mel import offline_segments
-from streamer.avatar import Avatar, composite
+from streamer.avatar import Avatar
 from streamer.avatar.latents import musetalk_crops, prepare_latents
 from streamer.engine.metadata import WAV2LIP_MEL_FRAME_OFFSET
 from streamer.engine.musetalk.engine import MuseTalkEngine
-from streamer.engine.musetalk.features import clip_positions, frame_windows
-from streamer.offline.render import FramePlan, RenderOptions, plan_frames
+from streamer.engine.musetalk.features import frame_windows, offline_states
+from streamer.offline.render import FramePlan, RenderOptions, composite_range, plan_frames
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
-
-
-def offline_states(engine: MuseTalkEngine, pcm_16k: F32) -> F32:
-    """MuseTalk's offline encoder states of a clip: f32 ``[floor(s * 50), 5, 384]``
-    (7.7 kB per 20 ms: a frame's window is cut from them when it is rendered, 5 times less
-    memory than keeping every frame's ``[50, 384]``)."""
-    first = np.zeros(1, np.int64)
-    states = np.concatenate(
-        [engine.encode_audio(mel[None], first)[0] for mel in offline_segments(pcm_16k)]
-    )
-    trimmed: F32 = states[: clip_positions(pcm_16k.shape[0])]
-    return trimmed
+I64 = npt.NDArray[np.int64]
 
 
 class MuseTalkRenderer:
@@ -61,25 +49,16 @@ class MuseTalkRenderer:
     def plan(self, pcm_16k: F32, options: RenderOptions) -> FramePlan:
         # The mel windows only gate speech here; Wav2Lip's alignment is the live path's.
         plan = plan_frames(pcm_16k, self._avatar.frame_count, WAV2LIP_MEL_FRAME_OFFSET, options)
-        return dataclasses.replace(plan, features=offline_states(self.engine, pcm_16k))
+        return dataclasses.replace(plan, features=offline_states(self.engine.encode_audio, pcm_16k))
 
     def render(self, plan: FramePlan, start: int, stop: int) -> U8:
         """BGR frames ``[stop - start, H, W, 3]`` uint8 for plan frames ``start..stop-1``."""
-        if plan.features is None:
+        states = plan.features
+        if states is None:
             raise ValueError("a MuseTalk render needs a plan with MuseTalk encoder states")
-        avatar_frames = plan.avatar_frames[start:stop]
-        strengths = plan.strengths[start:stop]
-        out = np.array(self._avatar.frames[avatar_frames], dtype=np.uint8)
-        active = np.flatnonzero(strengths > 0)
-        if active.size:
-            rows = avatar_frames[active]
-            audio = frame_windows(plan.features, 0, range(start, stop))[active]
-            faces = self.engine.generate(audio, np.asarray(self.latents[rows]))
-            out[active] = composite(
-                out[active],
-                faces,
-                self.crops.boxes[rows],
-                self.crops.masks[rows],
-                strengths[active],
-            )
-        return out
+
+        def generate(active: I64, rows: I64) -> U8:
+            audio = frame_windows(states, 0, range(start, stop))[active]
+            return self.engine.generate(audio, np.asarray(self.latents[rows]))
+
+        return composite_range(self._avatar, self.crops, plan, start, stop, generate)

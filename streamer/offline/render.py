@@ -11,6 +11,7 @@ at frame 0's time).
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -134,23 +135,41 @@ class FrameRenderer:
 
     def render(self, plan: FramePlan, start: int, stop: int) -> U8:
         """BGR frames ``[stop - start, H, W, 3]`` uint8 for plan frames ``start..stop-1``."""
-        avatar_frames = plan.avatar_frames[start:stop]
-        strengths = plan.strengths[start:stop]
-        out = np.array(self.avatar.frames[avatar_frames], dtype=np.uint8)
-        active = np.flatnonzero(strengths > 0)
-        if active.size:
-            rows = avatar_frames[active]
-            generated = self.engine.generate(
-                plan.windows[start:stop][active], np.asarray(self.crops.faces[rows])
-            )
-            out[active] = composite(
-                out[active],
-                generated,
-                self.crops.boxes[rows],
-                self.crops.masks[rows],
-                strengths[active],
-            )
-        return out
+        windows = plan.windows[start:stop]
+
+        def generate(active: I64, rows: I64) -> U8:
+            return self.engine.generate(windows[active], np.asarray(self.crops.faces[rows]))
+
+        return composite_range(self.avatar, self.crops, plan, start, stop, generate)
+
+
+def composite_range(
+    avatar: Avatar,
+    crops: AvatarCrops,
+    plan: FramePlan,
+    start: int,
+    stop: int,
+    generate: Callable[[I64, I64], U8],
+) -> U8:
+    """BGR frames ``[stop - start, H, W, 3]`` uint8 for plan frames ``start..stop-1``: the
+    avatar's frames, with generated faces pasted (at the plan's strength) where the mouth is
+    active. ``generate(active, rows)`` returns the faces ``[len(active), S, S, 3]`` of plan
+    frames ``start + active``, which show avatar frames ``rows``; it is not called when no
+    frame of the range is active."""
+    avatar_frames = plan.avatar_frames[start:stop]
+    strengths = plan.strengths[start:stop]
+    out = np.array(avatar.frames[avatar_frames], dtype=np.uint8)
+    active = np.flatnonzero(strengths > 0)
+    if active.size:
+        rows = avatar_frames[active]
+        out[active] = composite(
+            out[active],
+            generate(active, rows),
+            crops.boxes[rows],
+            crops.masks[rows],
+            strengths[active],
+        )
+    return out
 
 
 class Progress(Protocol):

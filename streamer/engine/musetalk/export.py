@@ -46,9 +46,9 @@ from streamer.engine.musetalk.manifest import (
     GRAPH_FILES,
     LATENT_CHANNELS,
     LATENT_SCALE,
-    LATENT_SIZE,
     MASKED_ROWS_FROM,
     Manifest,
+    example_inputs,
     write_manifest,
 )
 from streamer.errors import ModelError
@@ -349,29 +349,6 @@ def _graph_modules(models: MuseTalkTorch) -> dict[str, nn.Module]:
         "vae_decoder": VaeDecoderGraph(models.vae),
         "vae_encoder": VaeEncoderGraph(models.vae),
     }
-
-
-def example_inputs(
-    name: str, batch: int, rng: np.random.Generator, mel_frames: int = 200
-) -> dict[str, np.ndarray]:
-    """Inputs of graph ``name`` at ``batch`` with values in their real ranges."""
-    side = LATENT_SIZE
-    if name == "audio_encoder":
-        return {
-            "mel": rng.uniform(-1.0, 1.5, (batch, 80, mel_frames)).astype(np.float32),
-            # Some windows wrap past position 1499 (a 30 s boundary of the session).
-            "first_position": rng.integers(1300, 1500, batch).astype(np.int64),
-        }
-    if name == "unet":
-        return {
-            "latents": rng.standard_normal((batch, 2 * LATENT_CHANNELS, side, side), np.float32),
-            "audio": rng.standard_normal((batch, 50, D_MODEL), np.float32),
-        }
-    if name == "vae_decoder":
-        return {
-            "pred_latents": rng.standard_normal((batch, LATENT_CHANNELS, side, side), np.float32)
-        }
-    return {"crops_bgr": rng.integers(0, 256, (batch, FACE_SIZE_PX, FACE_SIZE_PX, 3), np.uint8)}
 
 
 def _torch_run(module: nn.Module, inputs: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -11,9 +11,12 @@ states ``[5, 384]``. Video frame ``i`` (25 fps, ``t = i / 25`` s) reads position
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from streamer.audio.whisper_mel import offline_segments
 
 F32 = npt.NDArray[np.float32]
 
@@ -71,3 +74,23 @@ def positional_encoding(length: int = WINDOW_TOKENS, d_model: int = D_MODEL) -> 
     table[:, 0::2] = np.sin(position * div_term)
     table[:, 1::2] = np.cos(position * div_term)
     return table.astype(np.float32)
+
+
+class AudioEncoder(Protocol):
+    """The audio encoder graph: mel float32 ``[B, 80, 2T]``, first positions int64 ``[B]`` ->
+    states float32 ``[B, T, 5, 384]`` (:meth:`MuseTalkEngine.encode_audio
+    <streamer.engine.musetalk.engine.MuseTalkEngine.encode_audio>` is one)."""
+
+    def __call__(self, mel: F32, first_position: npt.NDArray[np.int64]) -> F32: ...
+
+
+def offline_states(encoder: AudioEncoder, pcm_16k: F32) -> F32:
+    """MuseTalk's offline encoder states of a clip: f32 ``[floor(s * 50), 5, 384]``.
+
+    Each 30 s segment's mel through the encoder at once, concatenated and cut to the clip, as
+    upstream's ``AudioProcessor`` does (7.7 kB per 20 ms: cut frames' windows from them with
+    :func:`frame_windows` when needed)."""
+    first = np.zeros(1, np.int64)
+    states = np.concatenate([encoder(mel[None], first)[0] for mel in offline_segments(pcm_16k)])
+    trimmed: F32 = states[: clip_positions(pcm_16k.shape[0])]
+    return trimmed

@@ -19,13 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from streamer.engine.musetalk.features import D_MODEL, WINDOW_TOKENS
-from streamer.engine.musetalk.manifest import (
-    FP16_GRAPH_FILES,
-    GRAPH_FILES,
-    LATENT_CHANNELS,
-    LATENT_SIZE,
-)
+from streamer.engine.musetalk.manifest import FP16_GRAPH_FILES, GRAPH_FILES, example_inputs
 
 log = logging.getLogger(__name__)
 
@@ -36,31 +30,10 @@ _SHAPE_INFER_MAX_BYTES = 1_800_000_000
 _OUTPUTS = {"audio_encoder": "states", "unet": "pred_latents", "vae_decoder": "faces_bgr"}
 
 
-def _inputs(graph: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    batch = 2
-    if graph == "audio_encoder":
-        return {
-            "mel": rng.uniform(-1.0, 1.5, (batch, 80, 200)).astype(np.float32),
-            "first_position": np.array([0, 700], np.int64),
-        }
-    if graph == "unet":
-        return {
-            "latents": rng.standard_normal(
-                (batch, 2 * LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE), np.float32
-            ),
-            "audio": rng.standard_normal((batch, WINDOW_TOKENS, D_MODEL), np.float32),
-        }
-    return {
-        "pred_latents": rng.standard_normal(
-            (batch, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE), np.float32
-        )
-    }
-
-
 def fp16_error(graph: str, fp32_path: Path, fp16_path: Path) -> float:
     """The float16 graph's mean error against the float32 one: relative for float outputs,
     in levels for the uint8 decoder."""
-    feeds = _inputs(graph, np.random.default_rng(0))
+    feeds = example_inputs(graph, 2, np.random.default_rng(0))
     outs = []
     for path in (fp32_path, fp16_path):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from streamer.engine.musetalk.features import (
+    D_MODEL,
     FPS,
     POSITIONS_PER_S,
     WINDOW_LEFT_POSITIONS,
@@ -155,3 +158,28 @@ def read_manifest(folder: Path) -> Manifest:
         fp16_graphs=fp16_graphs,
         fp16_error={str(k): float(v) for k, v in dict(fp16.get("mean_error", {})).items()},
     )
+
+
+def example_inputs(
+    name: str, batch: int, rng: np.random.Generator, mel_frames: int = 200
+) -> dict[str, np.ndarray]:
+    """Inputs of graph ``name`` at ``batch`` with values in their real ranges (the export's
+    parity checks, the float16 checks and the benchmarks run on them); ``mel_frames`` is the
+    audio encoder's input length (200: 2 s)."""
+    side = LATENT_SIZE
+    if name == "audio_encoder":
+        return {
+            "mel": rng.uniform(-1.0, 1.5, (batch, 80, mel_frames)).astype(np.float32),
+            # Some windows wrap past position 1499 (a 30 s boundary of the session).
+            "first_position": rng.integers(1300, 1500, batch).astype(np.int64),
+        }
+    if name == "unet":
+        return {
+            "latents": rng.standard_normal((batch, 2 * LATENT_CHANNELS, side, side), np.float32),
+            "audio": rng.standard_normal((batch, 50, D_MODEL), np.float32),
+        }
+    if name == "vae_decoder":
+        return {
+            "pred_latents": rng.standard_normal((batch, LATENT_CHANNELS, side, side), np.float32)
+        }
+    return {"crops_bgr": rng.integers(0, 256, (batch, FACE_SIZE_PX, FACE_SIZE_PX, 3), np.uint8)}

@@ -20,13 +20,19 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from streamer.audio.whisper_mel import LOG_MIN_POWER, normalise, whisper_log10_mel
-from streamer.engine.musetalk.features import FPS, POSITIONS_PER_S, frame_window, frame_windows
+from streamer.engine.musetalk.features import (
+    FPS,
+    POSITIONS_PER_S,
+    AudioEncoder,
+    frame_window,
+    frame_windows,
+)
 
 F32 = npt.NDArray[np.float32]
 
@@ -43,13 +49,6 @@ EDGE_COLUMNS = 2
 
 Floor = Literal["recent", "window"]
 PEAK_MEMORY_S = 30.0  # as long as an offline segment
-
-
-class AudioEncoder(Protocol):
-    """mel float32 ``[B, 80, 2T]``, first positions int64 ``[B]`` -> states float32
-    ``[B, T, 5, 384]``."""
-
-    def __call__(self, mel: F32, first_position: npt.NDArray[np.int64]) -> F32: ...
 
 
 @dataclass(frozen=True)
