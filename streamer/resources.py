@@ -39,10 +39,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
 from streamer.errors import StreamerError
+
+if TYPE_CHECKING:  # the engine (onnxruntime) loads only when a command runs
+    from streamer.engine import EngineOptions
 
 PROJECT_NAME = "avatar-streamer"
 AVATARS_DIR_ENV = "AVATAR_STREAMER_AVATARS_DIR"
@@ -189,6 +193,44 @@ def add_avatars_dir_argument(parser: argparse.ArgumentParser, *aliases: str) -> 
         "avatars/ in a development clone, else the per-user data directory; "
         "`avatar-streamer avatars` shows it)",
     )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, live: bool) -> None:
+    """The model options every command that runs a model shares (``serve``, ``live``,
+    ``render``); ``live`` adds the one only live calls need. Read back with
+    :func:`engine_options`."""
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="an ONNX model (Wav2Lip contract) or a MuseTalk folder from "
+        "scripts/export_musetalk.py (default: the built-in model)",
+    )
+    parser.add_argument(
+        "--providers",
+        default=None,
+        help="comma-separated ONNX Runtime providers (default: best available)",
+    )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="float16 (a GPU speed-up): a model file is converted at load after an accuracy "
+        "check, a MuseTalk folder uses the variants its export checked",
+    )
+    if live:
+        parser.add_argument(
+            "--allow-slow-model",
+            action="store_true",
+            help="serve a model measured below 25 frames per second anyway (calls stutter)",
+        )
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The engine options :func:`add_model_arguments`' flags ask for."""
+    from streamer.engine import EngineOptions
+
+    providers = tuple(args.providers.split(",")) if args.providers else None
+    return EngineOptions(providers=providers, fp16=args.fp16)
 
 
 def web_dir() -> Path:

@@ -55,3 +55,20 @@ def musetalk_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def small_avatar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An avatars folder with "small": the default portrait prepared with a 4-frame idle loop
+    (the tiny MuseTalk VAE encoder costs ~0.2 s a frame on this CPU). Copy it before caching
+    latents into it where a test needs a fresh avatar."""
+    from streamer.avatar.prepare import PrepareOptions, prepare_avatar
+
+    root = tmp_path_factory.mktemp("avatars")
+    prepare_avatar(
+        REPO / "avatars" / "default" / "source.jpg",
+        "small",
+        root,
+        PrepareOptions(idle_seconds=0.16, locator="haar"),
+    )
+    return root

@@ -166,7 +166,8 @@ async def test_view_page_reconnects_by_itself_after_a_server_restart(runtime: Ru
 async def mouth_shown(page: Browser, runtime: Runtime) -> float:
     """How far the mouth on screen is from the avatar at rest (mouth_activity), read from a
     screenshot of a 512 x 512 page: what a viewer (or OBS) sees, whatever element shows it."""
-    avatar, crops = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
+    prepared = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
+    avatar, crops = prepared.avatar, prepared.crops
     shot = await page.send("Page.captureScreenshot", format="png")
     png = np.frombuffer(base64.b64decode(shot["data"]), np.uint8)
     shown = cv2.imdecode(png, cv2.IMREAD_COLOR)

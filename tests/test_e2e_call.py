@@ -65,8 +65,8 @@ async def test_call_lip_syncs_speech_at_25_fps(server, runtime: Runtime) -> None
     # at a lag within one frame of zero after correcting for the receiver: an aiortc receiver
     # holds audio ~80 ms in its jitter buffer and video ~40 ms (one frame), so a server that
     # sends lips and sound together reads about -40 ms here.
-    _, crops = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
-    avatar, _ = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
+    prepared = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
+    avatar, crops = prepared.avatar, prepared.crops
     assert crops.convention is CropConvention.MOUTH
     mouth = mouth_activity(got.video_frames, np.asarray(avatar.frames), crops.boxes.mean(axis=0))
     lag_s, corr = best_lag_s(

@@ -31,7 +31,8 @@ FRAME_S = 0.04
 
 
 def mouth_series(runtime: Runtime, frames: list[np.ndarray]) -> np.ndarray:
-    avatar, crops = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
+    prepared = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
+    avatar, crops = prepared.avatar, prepared.crops
     return mouth_activity(frames, np.asarray(avatar.frames), crops.boxes.mean(axis=0))
 
 

@@ -29,7 +29,8 @@ LEAD_S = 2.0  # silence before the vowel: the frames that show the mouth at rest
 
 
 def mouth_series(runtime: Runtime, frames: list[np.ndarray]) -> np.ndarray:
-    avatar, crops = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
+    prepared = runtime.renderer.avatars.get("default")  # type: ignore[attr-defined]
+    avatar, crops = prepared.avatar, prepared.crops
     return mouth_activity(frames, np.asarray(avatar.frames), crops.boxes.mean(axis=0))
 
 

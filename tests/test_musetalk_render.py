@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 
-from streamer.avatar import PrepareOptions, load_avatar, prepare_avatar
+from streamer.avatar import load_avatar
 from streamer.avatar.latents import load_latents, musetalk_crops, prepare_latents
 from streamer.crop import CropConvention
 from streamer.engine.musetalk.engine import MuseTalkEngine
@@ -28,20 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def engine(musetalk_tiny: Path) -> MuseTalkEngine:
     return MuseTalkEngine(musetalk_tiny)
-
-
-@pytest.fixture(scope="module")
-def small_avatar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default avatar's portrait prepared with a 4-frame idle loop (the tiny VAE encoder
-    costs ~0.2 s a frame on this CPU), in a folder the tests may write into."""
-    root = tmp_path_factory.mktemp("avatars")
-    prepare_avatar(
-        REPO / "avatars" / "default" / "source.jpg",
-        "small",
-        root,
-        PrepareOptions(idle_seconds=0.16, locator="haar"),
-    )
-    return root
 
 
 @pytest.fixture

@@ -85,8 +85,8 @@ def test_a_window_floor_forgets_the_loud_start_and_a_recent_one_does_not() -> No
     late = 100  # 4 s in: the burst is out of the window
     recent.encoder_input(clip, 0, 0)
     window.encoder_input(clip, 0, 0)
-    assert recent.encoder_input(clip, 0, late).min() >= floor - 1e-6
-    assert window.encoder_input(clip, 0, late).min() < floor - 0.1
+    assert recent.encoder_input(clip, 0, late).mel.min() >= floor - 1e-6
+    assert window.encoder_input(clip, 0, late).mel.min() < floor - 0.1
 
 
 def test_spans_and_settings() -> None:
@@ -121,9 +121,9 @@ def test_the_encoder_graph_gives_live_windows_the_offline_positions(musetalk_tin
     live.encoder_input(clip, 0, 0)  # hear the loud start: the same floor as offline
     frame = 80
     start, _ = frame_span(frame, live.settings)
-    mel = live.encoder_input(clip, 0, frame)[None]
-    first = live.first_position(frame)
-    assert first == start // 320
+    run = live.encoder_input(clip, 0, frame)
+    mel, first = run.mel[None], run.first_position
+    assert first == start // 320 == run.start_position
     states = encoder(mel, np.array([first], np.int64))[0]
     inner = slice(2, states.shape[0] - 2)  # the edge positions read reflect-padded mel
     offline_part = offline[first : first + states.shape[0]]

@@ -9,9 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from streamer.errors import StreamerError
-from streamer.resources import add_avatars_dir_argument, avatars_dir
+from streamer.resources import (
+    add_avatars_dir_argument,
+    add_model_arguments,
+    avatars_dir,
+    engine_options,
+)
 
 if TYPE_CHECKING:
+    from streamer.engine import EngineOptions
     from streamer.offline.render import FrameRenderer, Renderer
 
 
@@ -21,12 +27,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="the MP4 to write")
     p.add_argument("--avatar", default="default")
     add_avatars_dir_argument(p)
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="an ONNX model or a MuseTalk model folder (default: built-in)",
-    )
+    add_model_arguments(p, live=False)
     p.add_argument("--batch", type=int, default=16, help="frames per model call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -60,20 +61,24 @@ class ProgressBar:
         self._stream.flush()
 
 
-def load_frame_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> FrameRenderer:
+def load_frame_renderer(
+    model: Path | None, avatar: str, avatars_dir: Path, options: EngineOptions | None = None
+) -> FrameRenderer:
     """A Wav2Lip-contract ONNX model (default: the built-in one), loaded and warmed, with the
     avatar's crops for it. Blocking."""
     from streamer.avatar import open_avatar
-    from streamer.engine import LipSyncEngine
+    from streamer.engine import EngineOptions, LipSyncEngine
     from streamer.offline.render import FrameRenderer
 
-    engine = LipSyncEngine(model)
+    engine = LipSyncEngine(model, options or EngineOptions())
     loaded = open_avatar(avatar, avatars_dir)
     crops = loaded.crops(engine.info.crop, engine.info.face_size_px)
     return FrameRenderer(engine, loaded, crops)
 
 
-def load_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> Renderer:
+def load_renderer(
+    model: Path | None, avatar: str, avatars_dir: Path, options: EngineOptions | None = None
+) -> Renderer:
     """The renderer for ``model``: a MuseTalk model folder (its engine, and the avatar's
     cached latents, computed on first use) or a Wav2Lip-contract ONNX file. Blocking."""
     from streamer.avatar import open_avatar
@@ -83,8 +88,8 @@ def load_renderer(model: Path | None, avatar: str, avatars_dir: Path) -> Rendere
         from streamer.engine.musetalk.engine import MuseTalkEngine
         from streamer.offline.musetalk import MuseTalkRenderer
 
-        return MuseTalkRenderer(MuseTalkEngine(model), open_avatar(avatar, avatars_dir))
-    return load_frame_renderer(model, avatar, avatars_dir)
+        return MuseTalkRenderer(MuseTalkEngine(model, options), open_avatar(avatar, avatars_dir))
+    return load_frame_renderer(model, avatar, avatars_dir, options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.audio.is_file():
         raise StreamerError(f"no such audio file: {args.audio}")
-    renderer = load_renderer(args.model, args.avatar, avatars_dir(args.avatars_dir))
+    renderer = load_renderer(
+        args.model, args.avatar, avatars_dir(args.avatars_dir), engine_options(args)
+    )
     audio = decode_audio(args.audio)
     started = time.monotonic()
     progress = None if args.no_progress else ProgressBar(sys.stderr)

@@ -17,9 +17,9 @@ import numpy.typing as npt
 
 from streamer.avatar import Avatar
 from streamer.avatar.latents import musetalk_crops, prepare_latents
-from streamer.engine.metadata import WAV2LIP_MEL_FRAME_OFFSET
 from streamer.engine.musetalk.engine import MuseTalkEngine
 from streamer.engine.musetalk.features import frame_windows, offline_states
+from streamer.engine.musetalk.streaming import MEL_FRAME_OFFSET
 from streamer.offline.render import FramePlan, RenderOptions, composite_range, plan_frames
 
 F32 = npt.NDArray[np.float32]
@@ -47,8 +47,8 @@ class MuseTalkRenderer:
         return int(w), int(h)
 
     def plan(self, pcm_16k: F32, options: RenderOptions) -> FramePlan:
-        # The mel windows only gate speech here; Wav2Lip's alignment is the live path's.
-        plan = plan_frames(pcm_16k, self._avatar.frame_count, WAV2LIP_MEL_FRAME_OFFSET, options)
+        # The mel windows only gate speech here, aligned as in live calls.
+        plan = plan_frames(pcm_16k, self._avatar.frame_count, MEL_FRAME_OFFSET, options)
         return dataclasses.replace(plan, features=offline_states(self.engine.encode_audio, pcm_16k))
 
     def render(self, plan: FramePlan, start: int, stop: int) -> U8:

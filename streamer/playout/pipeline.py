@@ -47,6 +47,7 @@ from streamer.audio.jitter import DelayEstimator, JitterConfig, JitterSnapshot, 
 from streamer.audio.mel import MelExtractor
 from streamer.audio.pause import PauseDetector
 from streamer.audio.ring import SampleRing
+from streamer.engine.musetalk.streaming import EncoderInput, LiveFeatures
 from streamer.errors import AudioGoneError
 from streamer.playout.mouth import avatar_frame as avatar_frame_of
 from streamer.playout.mouth import is_speech_window, next_strength
@@ -121,6 +122,8 @@ class FrameJob:
     audio_16k: F32  # the audio released with this frame, 640 samples
     input_frame: int | None = None  # the input frame rendered (or shown at rest)
     window: F32 | None = None  # [80, 16] mel window, for RENDER
+    # A MuseTalk model's own audio input, for RENDER (pipelines given live features).
+    encoder_input: EncoderInput | None = None
     strength: float = 0.0  # blend of the generated mouth, [0, 1]
     ready_at_s: float | None = None  # when the input frame's window completed
     heard_at_s: float | None = None  # when the input frame's own first sample arrived
@@ -233,6 +236,8 @@ class SessionPipeline:
         self._resume_fade = False  # fade in the next real audio (after a gap or concealment)
         self._last_audio: F32 = np.zeros(cfg.samples_per_frame, np.float32)
         self._last_window: F32 | None = None
+        self._features: LiveFeatures | None = None
+        self._last_encoder_input: EncoderInput | None = None
         self._underrun_ticks = 0  # consecutive underrun ticks during speech
         self._last_playout_delay_s: float | None = None
         # How recent windows completed, oldest first, consecutive frames; ~10 s of them.
@@ -286,6 +291,23 @@ class SessionPipeline:
         self._mel = MelExtractor(
             fps=self.config.fps, frame_offset=frame_offset, capacity_s=self.config.ring_s
         )
+
+    def set_live_features(self, features: LiveFeatures) -> None:
+        """Give every rendered frame a MuseTalk encoder input (before any audio arrives).
+
+        Raises ValueError when the features' lookahead reaches past the mel window's, which
+        decides when a frame is ready (give the model's mel frame offset first)."""
+        if self._mel.samples_pushed:
+            raise RuntimeError("the features are fixed once audio has arrived")
+        short = [
+            i for i in range(self.config.fps) if features.span(i)[1] > self._mel.samples_needed(i)
+        ]
+        if short:
+            raise ValueError(
+                f"frame {short[0]}'s features need audio past its mel window: "
+                "use a smaller mel frame offset"
+            )
+        self._features = features
 
     def set_source(self, *, adaptive: bool) -> None:
         """A new audio source (a channel's driver changed): timing statistics start over."""
@@ -521,6 +543,7 @@ class SessionPipeline:
             self.stats.idle += 1
         else:
             self._last_window = window
+            self._last_encoder_input = self._encoder_input(i)
             self.stats.rendered += 1
         return FrameJob(
             kind=kind,
@@ -529,12 +552,21 @@ class SessionPipeline:
             audio_16k=audio,
             input_frame=i,
             window=window if kind is JobKind.RENDER else None,
+            encoder_input=self._last_encoder_input if kind is JobKind.RENDER else None,
             strength=self._strength,
             ready_at_s=None if done is None else done.at_s,
             heard_at_s=self._lookup_heard_at(start),
             playout_delay_s=delay_s,
             relative_delay_s=None if done is None else done.relative_s,
         )
+
+    def _encoder_input(self, i: int) -> EncoderInput | None:
+        """Input frame ``i``'s MuseTalk encoder input, from the ring (ready with its window)."""
+        if self._features is None:
+            return None
+        # The ring (10 s) outlasts the context (seconds) plus the maximum delay.
+        start, end = self._features.span(i)
+        return self._features.encoder_input(self._ring.read(start, end), start, i)
 
     def _underrun(self, n: int, avatar_frame: int, started: bool) -> FrameJob:
         """No window is ready. Before the first frame has played, or while waiting for audio
@@ -585,6 +617,7 @@ class SessionPipeline:
             avatar_frame=avatar_frame,
             audio_16k=audio,
             window=self._last_window,
+            encoder_input=self._last_encoder_input,
             strength=self._strength,
             underrun=True,
             concealed=True,

@@ -44,6 +44,10 @@ SEGMENT_POSITIONS = 30 * POSITIONS_PER_S  # 1500: the encoder's positions restar
 # 4 i + 12 (two stride-1 and stride-2 convolutions), and each column half an STFT window
 # (12.5 ms) further: 132.5 ms, rounded up to whole positions.
 MIN_LOOKAHEAD_S = 0.14
+# The Wav2Lip mel alignment (frames early) whose window gates speech for MuseTalk frames, live
+# and offline: it ends 160 ms past the frame plus half an STFT window, after the default
+# lookahead, so a frame is ready when both its window and its encoder input are.
+MEL_FRAME_OFFSET = 1
 # Mel columns at each end of a window whose STFT reads past it (half of 400 samples, hop 160).
 EDGE_COLUMNS = 2
 
@@ -94,6 +98,31 @@ def frame_span(frame_index: int, settings: LiveFeatureSettings) -> tuple[int, in
     return max(0, end - settings.context_samples), end
 
 
+@dataclass(frozen=True)
+class EncoderInput:
+    """One frame's encoder run: ``mel`` f32 ``[80, 2T]`` and the graph's ``first_position``
+    (mod 1500); ``start_position`` is the window's first position counted from the session's
+    start (20 ms units), to cut frame ``frame_index``'s ``[2i-4, 2i+6)`` out of the states."""
+
+    frame_index: int
+    mel: F32
+    first_position: int
+    start_position: int
+
+    @property
+    def positions(self) -> int:
+        """T: the positions the encoder returns for this input."""
+        return int(self.mel.shape[1]) // 2
+
+
+def frame_audio(states: F32, run: EncoderInput) -> F32:
+    """The UNet's audio input ``[50, 384]`` from the encoder's ``states`` ``[T, 5, 384]`` for
+    ``run``."""
+    windows = frame_windows(states, run.start_position, range(run.frame_index, run.frame_index + 1))
+    window: F32 = windows[0]
+    return window
+
+
 class LiveFeatures:
     """One session's live MuseTalk features. Not thread-safe: one per session.
 
@@ -118,11 +147,16 @@ class LiveFeatures:
         while self._peaks[0][0] <= oldest:
             self._peaks.popleft()
 
-    def encoder_input(self, pcm_16k: F32, first_sample: int, frame_index: int) -> F32:
-        """The mel ``[80, 2T]`` frame ``frame_index``'s encoder run reads.
+    def span(self, frame_index: int) -> tuple[int, int]:
+        """:func:`frame_span` with these settings."""
+        return frame_span(frame_index, self.settings)
+
+    def encoder_input(self, pcm_16k: F32, first_sample: int, frame_index: int) -> EncoderInput:
+        """Frame ``frame_index``'s encoder run.
 
         ``pcm_16k`` holds the session's samples from ``first_sample`` on and must cover
-        :func:`frame_span`; raises ValueError when it does not.
+        :func:`frame_span`; raises ValueError when it does not. Frames are asked for in order
+        (the "recent" floor remembers the windows read).
         """
         start, end = frame_span(frame_index, self.settings)
         lo, hi = start - first_sample, end - first_sample
@@ -135,28 +169,22 @@ class LiveFeatures:
         # The edge columns read reflect padding, which can be louder than any real sound.
         window_peak = float(log10_mel[:, EDGE_COLUMNS:-EDGE_COLUMNS].max())
         if self.settings.floor == "window":
-            return normalise(log10_mel, window_peak)
-        self._remember(end, window_peak)
-        return normalise(log10_mel, self.peak_log10)
-
-    def first_position(self, frame_index: int) -> int:
-        """The encoder graph's ``first_position`` for frame ``frame_index``'s run (mod 1500)."""
-        start, _ = frame_span(frame_index, self.settings)
-        return (start // SAMPLES_PER_POSITION) % SEGMENT_POSITIONS
-
-    def frame_audio(self, states: F32, frame_index: int) -> F32:
-        """The UNet's audio input ``[50, 384]`` from the encoder's ``states`` ``[T, 5, 384]``
-        for the mel :meth:`encoder_input` gave."""
-        start, _ = frame_span(frame_index, self.settings)
-        first_position = start // SAMPLES_PER_POSITION
-        windows = frame_windows(states, first_position, range(frame_index, frame_index + 1))
-        window: F32 = windows[0]
-        return window
+            mel = normalise(log10_mel, window_peak)
+        else:
+            self._remember(end, window_peak)
+            mel = normalise(log10_mel, self.peak_log10)
+        start_position = start // SAMPLES_PER_POSITION
+        return EncoderInput(
+            frame_index=frame_index,
+            mel=mel,
+            first_position=start_position % SEGMENT_POSITIONS,
+            start_position=start_position,
+        )
 
     def features(
         self, encoder: AudioEncoder, pcm_16k: F32, first_sample: int, frame_index: int
     ) -> F32:
-        """:meth:`encoder_input`, one encoder run, :meth:`frame_audio`: ``[50, 384]``."""
-        mel = self.encoder_input(pcm_16k, first_sample, frame_index)
-        first = np.array([self.first_position(frame_index)], np.int64)
-        return self.frame_audio(encoder(mel[None], first)[0], frame_index)
+        """:meth:`encoder_input`, one encoder run, :func:`frame_audio`: ``[50, 384]``."""
+        run = self.encoder_input(pcm_16k, first_sample, frame_index)
+        first = np.array([run.first_position], np.int64)
+        return frame_audio(encoder(run.mel[None], first)[0], run)

@@ -12,10 +12,14 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.resources import add_avatars_dir_argument, avatars_dir
+from streamer.resources import (
+    add_avatars_dir_argument,
+    add_model_arguments,
+    avatars_dir,
+    engine_options,
+)
 from streamer.server.channels.microphone import (
     AudioInput,
     InputDevices,
@@ -43,7 +47,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--avatar", default="default", help="the channel's avatar")
     add_avatars_dir_argument(p)
-    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: built-in)")
+    add_model_arguments(p, live=True)
     p.add_argument("--codec", choices=("vp8", "h264"), default="vp8", help="video codec")
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
     add_turn_arguments(p)
@@ -78,7 +82,13 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
     turn = turn_from_args(args.turn_url, args.turn_ttl_s, os.environ)
     source = devices.open(args.device)  # fail before the model loads
     try:
-        runtime = build_runtime(avatars_dir(args.avatars_dir), args.avatar, args.model)
+        runtime = build_runtime(
+            avatars_dir(args.avatars_dir),
+            args.avatar,
+            args.model,
+            engine_options(args),
+            allow_slow_model=args.allow_slow_model,
+        )
         config = ServerConfig(
             host=args.host,
             port=args.port,

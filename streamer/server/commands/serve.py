@@ -6,10 +6,14 @@ import argparse
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.resources import add_avatars_dir_argument, avatars_dir
+from streamer.resources import (
+    add_avatars_dir_argument,
+    add_model_arguments,
+    avatars_dir,
+    engine_options,
+)
 
 if TYPE_CHECKING:  # the server stack loads only when serving (keeps the CLI quick)
     from streamer.server.config import ServerConfig
@@ -24,17 +28,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--avatar", default="default", help="avatar used when an offer names none")
     add_avatars_dir_argument(p)
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="an ONNX model (default: built-in); MuseTalk folders are refused (render only)",
-    )
-    p.add_argument(
-        "--providers",
-        default=None,
-        help="comma-separated ONNX Runtime providers (default: best available)",
-    )
+    add_model_arguments(p, live=True)
     p.add_argument("--max-sessions", type=int, default=8)
     p.add_argument("--codec", choices=("vp8", "h264"), default="vp8", help="video codec")
     p.add_argument("--bitrate", type=int, default=None, help="video bitrate, bits per second")
@@ -168,7 +162,6 @@ def server_config(
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamer.engine import EngineOptions
     from streamer.server.app import create_app
     from streamer.server.http.access import access_from_args
     from streamer.server.http.protocol import run_app
@@ -176,9 +169,12 @@ def run(args: argparse.Namespace) -> int:
 
     access = access_from_args(args, os.environ)  # refuses an exposed bind before loading
     config = server_config(args, access)
-    providers = tuple(args.providers.split(",")) if args.providers else None
     runtime = build_runtime(
-        avatars_dir(args.avatars_dir), args.avatar, args.model, EngineOptions(providers=providers)
+        avatars_dir(args.avatars_dir),
+        args.avatar,
+        args.model,
+        engine_options(args),
+        allow_slow_model=args.allow_slow_model,
     )
     if args.bitrate:
         set_video_bitrate(args.codec, args.bitrate)

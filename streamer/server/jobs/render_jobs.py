@@ -34,7 +34,8 @@ from streamer.avatar import validate_name
 from streamer.errors import StreamerError
 from streamer.offline.audio import OUTPUT_RATE_HZ, DecodedAudio, decode_audio
 from streamer.offline.mp4 import Mp4Writer
-from streamer.offline.render import FramePlan, FrameRenderer, RenderOptions, plan_frames
+from streamer.offline.render import FramePlan, RenderOptions
+from streamer.offline.render import Renderer as ClipFrames
 from streamer.server.config import RenderConfig
 from streamer.server.http.body import read_upload
 from streamer.server.http.errors import HttpError
@@ -137,7 +138,7 @@ class RenderJobs:
         self._queue.put_nowait(job)
         return job
 
-    def _frame_renderer(self, avatar: str) -> FrameRenderer:
+    def _frame_renderer(self, avatar: str) -> ClipFrames:
         renderer = self.hub.runtime.renderer
         if not isinstance(renderer, ClipRenderer):
             raise HttpError(503, "render_unavailable", "This server cannot render offline.")
@@ -177,16 +178,10 @@ class RenderJobs:
         assert job.audio is not None
         loop = asyncio.get_running_loop()
         frames = await loop.run_in_executor(None, self._frame_renderer, job.avatar)
-        info = frames.engine.info
         options = RenderOptions(batch_frames=self.config.chunk_frames)
-        plan: FramePlan = await loop.run_in_executor(
-            None,
-            plan_frames,
-            job.audio.pcm_16k,
-            frames.avatar.frame_count,
-            info.mel_frame_offset,
-            options,
-        )
+        # Off the inference thread: a plan is one pass over the clip (MuseTalk's also runs its
+        # audio encoder per 30 s) and must not hold live ticks back while it runs.
+        plan: FramePlan = await loop.run_in_executor(None, frames.plan, job.audio.pcm_16k, options)
         job.frames_total = len(plan)
         width, height = frames.frame_size_px
         path = self._dir / f"{job.job_id}.mp4"

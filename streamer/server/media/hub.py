@@ -12,6 +12,7 @@ import asyncio
 import time
 from typing import TypeVar
 
+from streamer.engine.musetalk.streaming import LiveFeatures
 from streamer.playout.pipeline import PipelineConfig, SessionPipeline
 from streamer.server.media.clock import Clock
 from streamer.server.media.inference import PriorityExecutor
@@ -38,9 +39,11 @@ class MediaHub:
         await asyncio.get_running_loop().run_in_executor(None, self.runtime.load_avatar, name)
 
     def configure(self, pipeline: P) -> P:
-        """Give a new pipeline the model's lookahead (its mel frame offset) and the record of
-        the server's own stalls."""
+        """Give a new pipeline the model's lookahead (its mel frame offset), its own audio
+        features if it reads them (MuseTalk), and the record of the server's own stalls."""
         pipeline.set_mel_frame_offset(self.runtime.mel_frame_offset)
+        if self.runtime.live_features is not None:
+            pipeline.set_live_features(LiveFeatures(self.runtime.live_features))
         pipeline.watch_stalls(self.scheduler.stalls)
         return pipeline
 

@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from streamer.offline.render import FrameRenderer
+from streamer.offline.render import Renderer as ClipFrames
 from streamer.playout.pipeline import FrameJob
 
 U8 = npt.NDArray[np.uint8]
@@ -35,6 +35,6 @@ class Renderer(Protocol):
 class ClipRenderer(Protocol):
     """A renderer that also renders planned clips (``POST /render``), sharing its model."""
 
-    def frame_renderer(self, avatar: str) -> FrameRenderer:
+    def frame_renderer(self, avatar: str) -> ClipFrames:
         """A renderer of ``avatar``'s frames; loads it on first use (raises AvatarError)."""
         ...

@@ -6,20 +6,36 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from streamer.avatar import open_avatar
 from streamer.engine import EngineOptions, LipSyncEngine
 from streamer.engine.musetalk.engine import MuseTalkEngine
-from streamer.engine.musetalk.manifest import is_model_folder
+from streamer.engine.musetalk.features import FPS
+from streamer.engine.musetalk.manifest import FACE_SIZE_PX, is_model_folder
+from streamer.engine.musetalk.streaming import (
+    MEL_FRAME_OFFSET,
+    EncoderInput,
+    LiveFeatures,
+    LiveFeatureSettings,
+    frame_span,
+)
 from streamer.errors import ModelError
 from streamer.playout.pipeline import FrameJob, JobKind
-from streamer.server.media.lipsync import AvatarLibrary, LipSyncRenderer
+from streamer.server.media.lipsync import (
+    AvatarLibrary,
+    LipSyncRenderer,
+    MuseTalkFaces,
+    Wav2LipFaces,
+)
 from streamer.server.media.renderer import Renderer, RenderRequest
 
 log = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -27,31 +43,32 @@ class Runtime:
     """What serving needs that is loaded before the first peer: the model and avatars."""
 
     renderer: Renderer
-    model: dict[str, Any]  # name, source, provider, face size... for /health
+    model: dict[str, Any]  # name, family, provider, face size... for /health
     mel_frame_offset: int
     load_avatar: Callable[[str], object]  # raises AvatarError; loads (blocking) on first use
+    # A model that reads its own audio features (MuseTalk): how each session computes them.
+    live_features: LiveFeatureSettings | None = None
 
 
 LIVE_FPS = 25
 
 
-def refuse_musetalk(folder: Path, options: EngineOptions | None) -> NoReturn:
-    """Load a MuseTalk folder, measure its live frame rate and refuse it with one sentence.
-
-    Live MuseTalk calls are not built yet (``render`` runs MuseTalk); a model too slow for
-    25 fps on this provider would be refused anyway, and the sentence says which applies.
-    """
-    engine = MuseTalkEngine(folder, options)
-    fps = engine.frames_per_s()
-    where = f"model {engine.name} renders {fps:.1f} frames per second on {engine.providers[0]}"
-    if fps < LIVE_FPS:
+def check_live_speed(name: str, frames_per_s: float, provider: str, allow_slow: bool) -> None:
+    """Refuse, in one sentence, a model too slow for live calls (unless ``allow_slow``)."""
+    where = f"model {name} renders {frames_per_s:.1f} frames per second on {provider}"
+    if frames_per_s >= LIVE_FPS:
+        return
+    if not allow_slow:
         raise ModelError(
-            f"{where}, below the {LIVE_FPS} a live call needs: render files with it "
-            "(`avatar-streamer render --model ...`) or serve it from a GPU"
+            f"{where}, below the {LIVE_FPS} a live call needs: serve it from a GPU, render "
+            "files with it (`avatar-streamer render --model ...`), or pass --allow-slow-model "
+            "to serve it anyway"
         )
-    raise ModelError(
-        f"{where}, enough for live calls, but this version runs MuseTalk models in "
-        "`avatar-streamer render` only: live MuseTalk calls are not built yet"
+    log.warning(
+        "%s, below the %d a live call needs: serving it anyway (--allow-slow-model); "
+        "calls will stutter and drop frames",
+        where,
+        LIVE_FPS,
     )
 
 
@@ -60,13 +77,15 @@ def build_runtime(
     avatar: str = "default",
     model: Path | None = None,
     options: EngineOptions | None = None,
+    *,
+    allow_slow_model: bool = False,
 ) -> Runtime:
     """Load and warm the model, load (or prepare, for the default) the avatar, warm the path.
 
-    Raises :class:`ModelError` for a model that cannot be served (a MuseTalk folder: see
-    :func:`refuse_musetalk`)."""
+    A MuseTalk folder's live frame rate is measured first: below 25 fps it raises
+    :class:`ModelError` (see :func:`check_live_speed`)."""
     if model is not None and is_model_folder(model):
-        refuse_musetalk(model, options)
+        return _musetalk_runtime(avatars_root, avatar, model, options, allow_slow_model)
     engine = LipSyncEngine(model, options or EngineOptions())
     info = engine.info
     log.info(
@@ -77,26 +96,16 @@ def build_runtime(
         info.crop.value,
         ", ".join(info.providers),
     )
-    library = AvatarLibrary(avatars_root, info.face_size_px, engine)
-    first = open_avatar(avatar, avatars_root)
-    library.add(first)
-    renderer = LipSyncRenderer(engine, library)
-    # One full render so the first real tick pays no first-call costs.
-    window = np.full((80, 16), -1.0, np.float32)
-    job = FrameJob(
-        kind=JobKind.RENDER,
-        output_index=0,
-        avatar_frame=0,
-        audio_16k=np.zeros(640, np.float32),
-        input_frame=0,
-        window=window,
-        strength=1.0,
-    )
-    renderer.render([RenderRequest(avatar=first.name, job=job, previous=None)])
+    faces = Wav2LipFaces(engine)
+    library = AvatarLibrary(avatars_root, faces.prepare)
+    first = library.add(open_avatar(avatar, avatars_root))
+    renderer = LipSyncRenderer(faces, library)
+    _warm_up(renderer, first.avatar.name, np.full((80, 16), -1.0, np.float32), None)
     return Runtime(
         renderer=renderer,
         model={
             "name": info.name,
+            "family": "wav2lip",
             "source": info.source,
             "provider": info.providers[0] if info.providers else None,
             "providers": list(info.providers),
@@ -106,3 +115,59 @@ def build_runtime(
         mel_frame_offset=info.mel_frame_offset,
         load_avatar=library.get,
     )
+
+
+def _musetalk_runtime(
+    avatars_root: Path,
+    avatar: str,
+    folder: Path,
+    options: EngineOptions | None,
+    allow_slow_model: bool,
+) -> Runtime:
+    engine = MuseTalkEngine(folder, options)
+    settings = LiveFeatureSettings()
+    frames_per_s = engine.frames_per_s(context_s=settings.context_s)
+    check_live_speed(engine.name, frames_per_s, engine.providers[0], allow_slow_model)
+    faces = MuseTalkFaces(engine)
+    library = AvatarLibrary(avatars_root, faces.prepare)
+    # Prepares the avatar's latents on first use (the VAE encoder), else loads them.
+    first = library.add(open_avatar(avatar, avatars_root))
+    renderer = LipSyncRenderer(faces, library)
+    # A frame with a whole context, as every frame after the first seconds has.
+    frame = round(settings.context_s * FPS)
+    _, end = frame_span(frame, settings)
+    encoder_input = LiveFeatures(settings).encoder_input(np.zeros(end, np.float32), 0, frame)
+    _warm_up(renderer, first.avatar.name, None, encoder_input)
+    return Runtime(
+        renderer=renderer,
+        model={
+            "name": engine.name,
+            "family": "musetalk",
+            "source": str(folder),
+            "provider": engine.providers[0],
+            "providers": list(engine.providers),
+            "face_size_px": FACE_SIZE_PX,
+            "crop": "musetalk",
+            "frames_per_s": round(frames_per_s, 1),
+        },
+        mel_frame_offset=MEL_FRAME_OFFSET,
+        load_avatar=library.get,
+        live_features=settings,
+    )
+
+
+def _warm_up(
+    renderer: Renderer, avatar: str, window: F32 | None, encoder_input: EncoderInput | None
+) -> None:
+    """One full render, so the first real tick pays no first-call costs."""
+    job = FrameJob(
+        kind=JobKind.RENDER,
+        output_index=0,
+        avatar_frame=0,
+        audio_16k=np.zeros(640, np.float32),
+        input_frame=0,
+        window=window,
+        encoder_input=encoder_input,
+        strength=1.0,
+    )
+    renderer.render([RenderRequest(avatar=avatar, job=job, previous=None)])
