@@ -38,7 +38,12 @@ from torch import nn
 from transformers import WhisperConfig, WhisperModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from streamer.engine.musetalk.features import D_MODEL, HIDDEN_STATES, positional_encoding
+from streamer.engine.musetalk.features import (
+    D_MODEL,
+    HIDDEN_STATES,
+    frame_windows,
+    positional_encoding,
+)
 from streamer.engine.musetalk.fp16 import write_fp16_variants
 from streamer.engine.musetalk.manifest import (
     FACE_SIZE_PX,
@@ -471,6 +476,45 @@ def check_against_transformers(models: MuseTalkTorch, path: Path) -> float:
     return error
 
 
+END_TO_END_MAX_LEVELS = 2  # the face, audio to pixels, against PyTorch float32
+
+
+def check_end_to_end(models: MuseTalkTorch, out_dir: Path) -> int:
+    """Audio to face through the folder's live graphs (audio encoder, windows, UNet on an
+    avatar frame's latents, VAE decoder) against PyTorch float32: the largest difference in
+    levels over every frame of 2 s of audio, at most :data:`END_TO_END_MAX_LEVELS`.
+
+    The VAE encoder is checked on its own (it runs once, at avatar preparation). Raises
+    :class:`ModelError` past the gate."""
+    rng = np.random.default_rng(5)
+    mel = example_inputs("audio_encoder", 1, rng)["mel"]
+    first = np.zeros(1, np.int64)
+    frames = range(0, mel.shape[2] // 4, 5)  # 2 s: 50 frames, every 5th
+    latents = rng.standard_normal((len(frames), 2 * LATENT_CHANNELS, 32, 32), np.float32)
+
+    def graph(name: str) -> ort.InferenceSession:
+        path = out_dir / GRAPH_FILES[name]
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    states = graph("audio_encoder").run(None, {"mel": mel, "first_position": first})[0][0]
+    audio = frame_windows(states, 0, frames)
+    pred = graph("unet").run(None, {"latents": latents, "audio": audio})[0]
+    faces = graph("vae_decoder").run(None, {"pred_latents": pred})[0]
+    graphs = _graph_modules(models)
+    with torch.no_grad():
+        t_states = graphs["audio_encoder"](torch.from_numpy(mel), torch.from_numpy(first))
+        t_audio = torch.from_numpy(frame_windows(t_states[0].numpy(), 0, frames))
+        t_pred = graphs["unet"](torch.from_numpy(latents), t_audio)
+        t_faces = graphs["vae_decoder"](t_pred).numpy()
+    levels = int(_levels_apart(faces, t_faces))
+    if levels > END_TO_END_MAX_LEVELS:
+        raise ModelError(
+            f"end to end (audio to face): ONNX is {levels} levels from PyTorch "
+            f"(gate {END_TO_END_MAX_LEVELS})"
+        )
+    return levels
+
+
 def write_model_folder(models: MuseTalkTorch, out_dir: Path, name: str) -> Manifest:
     """Export, check and describe all four graphs in ``out_dir``, with the float16 variants
     of the live graphs that pass their check; returns the manifest.
@@ -499,6 +543,8 @@ def write_model_folder(models: MuseTalkTorch, out_dir: Path, name: str) -> Manif
     parity["audio_encoder_30s_vs_transformers"] = check_against_transformers(
         models, out_dir / GRAPH_FILES["audio_encoder"]
     )
+    parity["end_to_end_levels"] = check_end_to_end(models, out_dir)
+    log.info("end to end: %d levels from PyTorch float32", parity["end_to_end_levels"])
     fp16_error = write_fp16_variants(out_dir)
     manifest = Manifest(
         name=name,
