@@ -13,7 +13,7 @@ from streamer.playout.pipeline import FrameJob, JobKind, SessionPipeline
 from streamer.server.media.clock import ManualClock
 from streamer.server.media.metrics import Metrics
 from streamer.server.media.renderer import RenderRequest
-from streamer.server.media.scheduler import FrameScheduler
+from streamer.server.media.scheduler import FrameScheduler, LateTickLog
 
 PERIOD_S = 0.04
 
@@ -215,3 +215,20 @@ async def test_finish_without_sinks_or_start_is_a_no_op(executor) -> None:
     scheduler = FrameScheduler(ManualClock(T0_S), FakeRenderer(), Metrics(), executor)
     await scheduler.finish(timeout_s=0.1)
     await scheduler.aclose()
+
+
+def test_late_ticks_are_logged_once_then_summed_up(caplog: pytest.LogCaptureFixture) -> None:
+    late = LateTickLog(period_s=10.0)
+    with caplog.at_level("WARNING", logger="streamer.server.media.scheduler"):
+        for k in range(30):  # a model three times too slow: every tick late for 9 s
+            late.note(100.0 + 0.3 * k, 0.3, 7)
+        assert [r.getMessage() for r in caplog.records] == [
+            "scheduler 300 ms late: skipped 7 ticks"
+        ]
+        late.note(110.5, 0.5, 12)  # the next period: the last one's summary, then its first
+        late.flush()
+    assert [r.getMessage() for r in caplog.records] == [
+        "scheduler 300 ms late: skipped 7 ticks",
+        "scheduler: 29 more late ticks in 10 s, 203 ticks skipped, worst 300 ms late",
+        "scheduler 500 ms late: skipped 12 ticks",
+    ]

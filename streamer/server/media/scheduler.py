@@ -53,6 +53,41 @@ class FrameSink(Protocol):
         """Return when every frame delivered so far has been sent to the sink's peers."""
 
 
+class LateTickLog:
+    """Late ticks for operators: the first one at once, then at most one summary line per
+    ``period_s`` (a model slower than the frame rate makes every tick late)."""
+
+    def __init__(self, period_s: float = 10.0) -> None:
+        self.period_s = period_s
+        self._window_start_s: float | None = None
+        self._late = 0
+        self._skipped = 0
+        self._worst_s = 0.0
+
+    def note(self, now_s: float, late_s: float, skipped: int) -> None:
+        start = self._window_start_s
+        if start is None or now_s - start >= self.period_s:
+            self.flush()
+            self._window_start_s = now_s
+            log.warning("scheduler %.0f ms late: skipped %d ticks", late_s * 1e3, skipped)
+            return
+        self._late += 1
+        self._skipped += skipped
+        self._worst_s = max(self._worst_s, late_s)
+
+    def flush(self) -> None:
+        """Log what the current window held beyond its first line, and start over."""
+        if self._late:
+            log.warning(
+                "scheduler: %d more late ticks in %.0f s, %d ticks skipped, worst %.0f ms late",
+                self._late,
+                self.period_s,
+                self._skipped,
+                self._worst_s * 1e3,
+            )
+        self._window_start_s, self._late, self._skipped, self._worst_s = None, 0, 0, 0.0
+
+
 class FrameScheduler:
     """Owns the tick task; sinks join and leave between ticks. ``aclose()`` is idempotent."""
 
@@ -74,6 +109,7 @@ class FrameScheduler:
         self.ticks = 0
         self.t0_s = 0.0
         self.stalls = LoopStalls()  # what its late ticks say about the event loop
+        self._late_log = LateTickLog()
 
     def start(self) -> None:
         if self._task is None:
@@ -96,6 +132,7 @@ class FrameScheduler:
     async def aclose(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        self._late_log.flush()
 
     async def finish(self, timeout_s: float, frames: int = 5) -> None:
         """Stop ticking, send every sink its last ``frames`` frames, the avatar at rest, one per
@@ -148,7 +185,7 @@ class FrameScheduler:
                 missed = int(late_s // self.period_s)
                 self._metrics.late_ticks.inc(missed)
                 self.ticks += missed
-                log.warning("scheduler %.0f ms late: skipped %d ticks", late_s * 1e3, missed)
+                self._late_log.note(now, late_s, missed)
             self.ticks += 1
             sinks = list(self._sinks.values())
             if not sinks:
