@@ -13,6 +13,7 @@ No torch needed. Synchronous.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -44,27 +45,42 @@ def fp16_error(graph: str, fp32_path: Path, fp16_path: Path) -> float:
     return mean_error / max(float(np.abs(outs[0]).mean()), 1e-12)
 
 
-def write_fp16_variants(folder: Path) -> dict[str, float]:
-    """Write the float16 variant of each live graph in ``folder`` that passes its check;
-    returns each graph's measured error (a failing variant is logged and removed)."""
+def resize_constants(graph: onnx.GraphProto) -> list[str]:
+    """The names of the Constant nodes that feed a Resize's roi, scales or sizes."""
+    feeding = {name for node in graph.node if node.op_type == "Resize" for name in node.input[1:]}
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "Constant" and feeding.intersection(node.output)
+    ]
+
+
+def write_fp16_variants(
+    folder: Path, graphs: Iterable[str] = tuple(FP16_GRAPH_FILES)
+) -> dict[str, float]:
+    """Write the float16 variant of each live graph in ``folder`` (of ``graphs``) that passes
+    its check; returns each graph's measured error (a failing variant is logged and
+    removed)."""
     from onnxruntime.transformers.float16 import (
         DEFAULT_OP_BLOCK_LIST,
         convert_float_to_float16,
     )
 
     errors: dict[str, float] = {}
-    for graph, file_name in FP16_GRAPH_FILES.items():
+    for graph in graphs:
         fp32_path = folder / GRAPH_FILES[graph]
-        fp16_path = folder / file_name
+        fp16_path = folder / FP16_GRAPH_FILES[graph]
         model = onnx.load(str(fp32_path), load_external_data=True)
         big = sum(t.ByteSize() for t in model.graph.initializer) > _SHAPE_INFER_MAX_BYTES
-        # Resize's scales must stay float32 (onnxruntime #14827); without shape inference
-        # (graphs past 2 GB) the converter cannot tell, so Resize stays float32 everywhere.
+        # Resize's roi and scales must stay float32 (onnxruntime #14827); without shape
+        # inference (graphs past 2 GB) the converter cannot tell, so Resize stays float32
+        # everywhere, and so do the Constant nodes that give it roi and scales.
         half = convert_float_to_float16(
             model,
             keep_io_types=True,
             disable_shape_infer=big,
             op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Resize"],
+            node_block_list=resize_constants(model.graph),
         )
         del model
         fp16_path.unlink(missing_ok=True)
