@@ -23,9 +23,12 @@ from streamer.engine.musetalk.streaming import (
     frame_span,
 )
 from streamer.errors import ModelError
-from streamer.playout.pipeline import FrameJob, JobKind, SessionPipeline
+from streamer.playout.pipeline import FrameJob, JobKind, PipelineConfig, SessionPipeline
+from streamer.playout.queue import ChannelPipeline
 from streamer.probe.peer import LoopbackPeer
-from streamer.server.app import ServerConfig, create_app
+from streamer.server.app import Runtime, ServerConfig, create_app
+from streamer.server.media.clock import ManualClock
+from streamer.server.media.hub import MediaHub
 from streamer.server.media.lipsync import AvatarLibrary, LipSyncRenderer, MuseTalkFaces
 from streamer.server.media.renderer import RenderRequest
 from streamer.server.media.runtime import build_runtime
@@ -49,6 +52,12 @@ def avatars(small_avatar: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     root = tmp_path_factory.mktemp("live-avatars")
     shutil.copytree(small_avatar / "small", root / "small")
     return root
+
+
+@pytest.fixture(scope="module")
+def musetalk_runtime(musetalk_tiny: Path, avatars: Path) -> Runtime:
+    """What `serve --model FOLDER --avatar small --allow-slow-model` loads."""
+    return build_runtime(avatars, "small", musetalk_tiny, allow_slow_model=True)
 
 
 @pytest.fixture(scope="module")
@@ -150,10 +159,33 @@ def test_serve_refuses_the_slow_model_unless_allowed(musetalk_tiny: Path, avatar
         build_runtime(avatars, "small", musetalk_tiny)
 
 
+async def test_channels_get_the_live_features_too(
+    musetalk_runtime: Runtime, speech_16k: np.ndarray
+) -> None:
+    # Calls and channels take their pipelines from the hub: a channel's pushed speech renders
+    # with MuseTalk's own audio input.
+    hub = MediaHub(musetalk_runtime, ManualClock(), PipelineConfig())
+    try:
+        pipeline = hub.configure(ChannelPipeline(4, hub.pipeline_config))
+        pipeline.playout.push(speech_16k[16_000 : 16_000 * 4])
+        pipeline.playout.end_segment()
+        jobs = [pipeline.next_job(1000.0 + 0.04 * k) for k in range(75)]
+    finally:
+        await hub.aclose()
+    rendered = [job for job in jobs if job.kind is JobKind.RENDER]
+    assert len(rendered) > 10, len(rendered)
+    assert all(job.encoder_input is not None for job in rendered)
+    request = RenderRequest(avatar="small", job=rendered[-1], previous=None)
+    image = musetalk_runtime.renderer.render([request])[0]
+    assert image.shape == (512, 512, 3)
+
+
 @pytest.mark.realtime
 @pytest.mark.slow
-async def test_a_call_with_a_musetalk_model_lip_syncs(musetalk_tiny: Path, avatars: Path) -> None:
-    runtime = build_runtime(avatars, "small", musetalk_tiny, allow_slow_model=True)
+async def test_a_server_with_a_musetalk_model_serves_calls_and_renders(
+    musetalk_runtime: Runtime,
+) -> None:
+    runtime = musetalk_runtime
     assert runtime.model["family"] == "musetalk"
     clip = spoken_clip()
     runner, url = await start_app(create_app(ServerConfig(avatar="small"), runtime))
