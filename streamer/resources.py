@@ -39,14 +39,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import platformdirs
 
 from streamer.errors import StreamerError
-
-if TYPE_CHECKING:  # the engine (onnxruntime) loads only when a command runs
-    from streamer.engine import EngineOptions
 
 PROJECT_NAME = "avatar-streamer"
 AVATARS_DIR_ENV = "AVATAR_STREAMER_AVATARS_DIR"
@@ -198,7 +194,7 @@ def add_avatars_dir_argument(parser: argparse.ArgumentParser, *aliases: str) -> 
 def add_model_arguments(parser: argparse.ArgumentParser, *, live: bool) -> None:
     """The model options every command that runs a model shares (``serve``, ``live``,
     ``render``); ``live`` adds the one only live calls need. Read back with
-    :func:`engine_options`."""
+    ``EngineOptions.from_flags(args.providers, args.fp16)``."""
     parser.add_argument(
         "--model",
         type=Path,
@@ -223,14 +219,6 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, live: bool) -> None:
             action="store_true",
             help="serve a model measured below 25 frames per second anyway (calls stutter)",
         )
-
-
-def engine_options(args: argparse.Namespace) -> EngineOptions:
-    """The engine options :func:`add_model_arguments`' flags ask for."""
-    from streamer.engine import EngineOptions
-
-    providers = tuple(args.providers.split(",")) if args.providers else None
-    return EngineOptions(providers=providers, fp16=args.fp16)
 
 
 def web_dir() -> Path:

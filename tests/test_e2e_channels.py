@@ -19,10 +19,11 @@ import pytest
 from streamer.client import ChannelClient, ChannelClientError
 from streamer.probe.peer import Received
 from streamer.probe.viewer import WhepViewer
-from streamer.server.app import SERVER, Runtime
+from streamer.server.app import SERVER, Runtime, ServerConfig, create_app
 from streamer.server.channels.routes import CHANNELS
 from tests.audio_signals import pcm16, vowel
 from tests.media_analysis import best_lag_s, block_rms, mouth_activity
+from tests.servers import start_app
 from tests.speech import spoken_clip
 
 pytestmark = pytest.mark.realtime
@@ -314,3 +315,40 @@ async def test_speak_plays_an_uploaded_file_end_to_end(server) -> None:
     corr = np.correlate(heard_env - heard_env.mean(), sent_env - sent_env.mean(), "valid")
     k = int(np.argmax(corr))
     assert np.corrcoef(heard_env[k : k + len(sent_env)], sent_env)[0, 1] > 0.9
+
+
+async def test_an_h264_channel_is_encoded_once_and_decodes_for_every_viewer(
+    runtime: Runtime,
+) -> None:
+    runner, url = await start_app(create_app(ServerConfig(video_codec="h264"), runtime))
+    try:
+        async with aiohttp.ClientSession() as http:
+            viewers = [WhepViewer(url, "news") for _ in range(2)]
+            for v in viewers:
+                await v.connect(http)
+                answer = v.answer_sdp or ""
+                video = answer[answer.index("m=video") :]
+                assert "H264/90000" in video
+                assert "VP8/90000" not in video
+            await wait_until(lambda: all(len(v.received.video_at_s) > 0 for v in viewers), 5)
+            channel = runner.app[CHANNELS].get("news")
+            produced_0, encoded_0 = channel.frames_produced, channel.video.encoder.frames
+            t0 = [v.received.video_at_s[0] for v in viewers]
+            await asyncio.sleep(3.0)
+            produced = channel.frames_produced - produced_0
+            encoded = channel.video.encoder.frames - encoded_0
+            for v in viewers:
+                await v.aclose(http)
+    finally:
+        await runner.cleanup()
+    # One picture per tick, encoded once for both viewers (~75 in 3 s), not once per viewer.
+    assert 60 <= produced <= 80, produced
+    assert abs(encoded - produced) <= 2, (encoded, produced)
+    for v, first_s in zip(viewers, t0, strict=True):
+        received = v.received
+        # Each viewer's real H.264 decoder read ~25 fps of 512x512 pictures of the avatar.
+        fps = fps_between(received.video_at_s, first_s + 0.5, first_s + 2.5)
+        assert abs(fps - 25.0) <= 1.5, fps
+        last = received.video_frames[-1]
+        assert last.shape == (512, 512, 3)
+        assert float(last.std()) > 20.0  # a picture, not a blank or broken frame

@@ -86,6 +86,12 @@ class EngineOptions:
     fp16: bool = False
     warmup_batch_sizes: tuple[int, ...] = (1, 8)
 
+    @classmethod
+    def from_flags(cls, providers: str | None, fp16: bool) -> EngineOptions:
+        """What the commands' model flags ask for: ``--providers A,B`` (None: the best
+        available) and ``--fp16`` (``streamer.resources.add_model_arguments``)."""
+        return cls(providers=tuple(providers.split(",")) if providers else None, fp16=fp16)
+
 
 @functools.cache
 def nvidia_driver_present() -> bool:

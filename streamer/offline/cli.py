@@ -13,7 +13,6 @@ from streamer.resources import (
     add_avatars_dir_argument,
     add_model_arguments,
     avatars_dir,
-    engine_options,
 )
 
 if TYPE_CHECKING:
@@ -93,13 +92,17 @@ def load_renderer(
 
 
 def run(args: argparse.Namespace) -> int:
+    from streamer.engine import EngineOptions
     from streamer.offline.audio import decode_audio
     from streamer.offline.render import RenderOptions, render_mp4
 
     if not args.audio.is_file():
         raise StreamerError(f"no such audio file: {args.audio}")
     renderer = load_renderer(
-        args.model, args.avatar, avatars_dir(args.avatars_dir), engine_options(args)
+        args.model,
+        args.avatar,
+        avatars_dir(args.avatars_dir),
+        EngineOptions.from_flags(args.providers, args.fp16),
     )
     audio = decode_audio(args.audio)
     started = time.monotonic()

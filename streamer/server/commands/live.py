@@ -18,7 +18,6 @@ from streamer.resources import (
     add_avatars_dir_argument,
     add_model_arguments,
     avatars_dir,
-    engine_options,
 )
 from streamer.server.channels.microphone import (
     AudioInput,
@@ -69,6 +68,7 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
             )
         return 0
 
+    from streamer.engine import EngineOptions
     from streamer.server.app import create_app
     from streamer.server.channels.channel import check_channel_name
     from streamer.server.config import ServerConfig
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
             avatars_dir(args.avatars_dir),
             args.avatar,
             args.model,
-            engine_options(args),
+            EngineOptions.from_flags(args.providers, args.fp16),
             allow_slow_model=args.allow_slow_model,
         )
         config = ServerConfig(

@@ -12,7 +12,6 @@ from streamer.resources import (
     add_avatars_dir_argument,
     add_model_arguments,
     avatars_dir,
-    engine_options,
 )
 
 if TYPE_CHECKING:  # the server stack loads only when serving (keeps the CLI quick)
@@ -162,6 +161,7 @@ def server_config(
 
 
 def run(args: argparse.Namespace) -> int:
+    from streamer.engine import EngineOptions
     from streamer.server.app import create_app
     from streamer.server.http.access import access_from_args
     from streamer.server.http.protocol import run_app
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         avatars_dir(args.avatars_dir),
         args.avatar,
         args.model,
-        engine_options(args),
+        EngineOptions.from_flags(args.providers, args.fp16),
         allow_slow_model=args.allow_slow_model,
     )
     if args.bitrate:
