@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from streamer.audio.whisper_mel import SEGMENT_COLUMNS, offline_segments, whisper_log_mel
+from streamer.audio.whisper_mel import (
+    SEGMENT_COLUMNS,
+    StreamingWhisperMel,
+    offline_segments,
+    whisper_log10_mel,
+    whisper_log_mel,
+)
 from streamer.engine.musetalk.features import (
     D_MODEL,
     HIDDEN_STATES,
@@ -17,6 +23,7 @@ from streamer.engine.musetalk.features import (
     frame_windows,
     positional_encoding,
 )
+from streamer.errors import AudioGoneError
 from tests.speech import spoken_clip
 
 
@@ -110,3 +117,30 @@ def test_positional_encoding_is_the_sinusoid() -> None:
     angle = p / 10_000 ** (2 * k / D_MODEL)
     assert table[p, 2 * k] == pytest.approx(math.sin(angle), abs=1e-6)
     assert table[p, 2 * k + 1] == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_the_streaming_mel_computes_the_offline_columns_as_audio_arrives() -> None:
+    rng = np.random.default_rng(7)
+    pcm = (0.1 * rng.standard_normal(16_000 * 3)).astype(np.float32)
+    offline = whisper_log10_mel(pcm)  # [80, 300]
+    stream = StreamingWhisperMel(capacity_columns=150)
+    pushed, ready_after = 0, []
+    while pushed < pcm.shape[0]:
+        k = int(rng.integers(1, 900))
+        stream.push(pcm[pushed : pushed + k])
+        pushed = min(pcm.shape[0], pushed + k)
+        ready_after.append((pushed, stream.columns_ready))
+    # Column t is computed as soon as samples [160 t - 200, 160 t + 200) are in, not before.
+    for n, ready in ready_after:
+        assert ready == (0 if n <= 200 else (n - 200) // 160 + 1), (n, ready)
+        assert ready == 0 or StreamingWhisperMel.samples_needed(ready) <= n
+    # Every column equals offline's (the first two read the start reflected, as offline).
+    ready = stream.columns_ready
+    np.testing.assert_allclose(stream.read(ready - 150, ready), offline[:, ready - 150 : ready])
+    with pytest.raises(AudioGoneError):
+        stream.read(0, 10)
+    with pytest.raises(ValueError, match="not ready"):
+        stream.read(ready - 2, ready + 1)
+    first = StreamingWhisperMel(capacity_columns=10)
+    first.push(pcm[:400])
+    np.testing.assert_allclose(first.read(0, 2), offline[:, :2])

@@ -80,12 +80,20 @@ def live_jobs(pcm_16k: np.ndarray, settings: LiveFeatureSettings) -> list[tuple[
     return jobs
 
 
+def heard_up_to(frame: int, settings: LiveFeatureSettings, pcm_16k: np.ndarray) -> LiveFeatures:
+    """A session's live features that have heard ``pcm_16k`` up to what ``frame`` needs."""
+    live = LiveFeatures(settings)
+    live.push(pcm_16k[: live.samples_needed(frame)])
+    return live
+
+
 def test_rendered_frames_carry_their_encoder_input(speech_16k: np.ndarray) -> None:
     settings = LiveFeatureSettings(floor="window")  # stateless: comparable to a fresh reader
     jobs = live_jobs(speech_16k[: 16_000 * 6], settings)
     rendered = [(job, pushed) for job, pushed in jobs if job.kind is JobKind.RENDER]
     assert len(rendered) > 25, len(rendered)
     reader = LiveFeatures(settings)
+    reader.push(speech_16k[: 16_000 * 6])
     for job, pushed in rendered:
         run = job.encoder_input
         assert run is not None
@@ -94,9 +102,9 @@ def test_rendered_frames_carry_their_encoder_input(speech_16k: np.ndarray) -> No
         assert job.input_frame is not None
         assert run.frame_index == job.input_frame
         start, end = frame_span(job.input_frame, settings)
-        assert end <= pushed, "the frame played before its lookahead arrived"
+        assert end <= reader.samples_needed(job.input_frame) <= pushed, "played before its audio"
         assert run.start_position * 320 == start
-        expected = reader.encoder_input(speech_16k, 0, job.input_frame)
+        expected = reader.encoder_input(job.input_frame)
         np.testing.assert_array_equal(run.mel, expected.mel)
         assert run.first_position == expected.first_position
     assert not any(job.encoder_input is not None for job, _ in jobs if job.kind is JobKind.IDLE)
@@ -125,7 +133,7 @@ def test_one_tick_renders_every_session_as_each_alone(
             avatar_frame=avatar_frame,
             audio_16k=np.zeros(640, np.float32),
             input_frame=frame,
-            encoder_input=LiveFeatures(settings).encoder_input(speech_16k, 0, frame),
+            encoder_input=heard_up_to(frame, settings, speech_16k).encoder_input(frame),
             strength=1.0,
         )
         requests.append(RenderRequest(avatar="small", job=job, previous=None))
@@ -140,7 +148,8 @@ def test_one_tick_renders_every_session_as_each_alone(
         assert job.input_frame is not None
         np.testing.assert_allclose(image, single, atol=2)  # batch vs alone: float rounding
         # The face is the model's output for this frame's live features, pasted.
-        audio = LiveFeatures(settings).features(engine.encode_audio, speech_16k, 0, job.input_frame)
+        live = heard_up_to(job.input_frame, settings, speech_16k)
+        audio = live.features(engine.encode_audio, job.input_frame)
         face = engine.generate(audio[None], prepared.latents[job.avatar_frame][None])
         f = job.avatar_frame
         expected = composite(

@@ -13,7 +13,9 @@ from streamer.engine.musetalk.streaming import (
     LiveFeatures,
     LiveFeatureSettings,
     frame_span,
+    replay,
 )
+from streamer.errors import AudioGoneError
 from tests.speech import spoken_clip
 
 F32 = np.ndarray
@@ -21,8 +23,8 @@ F32 = np.ndarray
 
 class LocalEncoder:
     """A stand-in encoder whose position p reads only mel columns 2p and 2p + 1 (a fixed
-    random projection): with it, live features must equal offline ones exactly wherever the
-    STFT reads no padding, so any misalignment of positions shows."""
+    random projection): with it, live features must equal offline ones (the same mel columns,
+    the same floor once the loud start is heard), so any misalignment of positions shows."""
 
     def __init__(self) -> None:
         self.weights = np.random.default_rng(0).standard_normal((160, 5 * 384)).astype(np.float32)
@@ -57,22 +59,35 @@ def test_live_positions_line_up_with_offline_ones(context_s: float) -> None:
     live = LiveFeatures(LiveFeatureSettings(context_s=context_s, lookahead_s=0.16))
     # Frames whose lookahead the clip holds (the last few would need audio past its end).
     frames = range(clip_frames(clip.shape[0]) - 4)
-    ours = np.stack([live.features(encoder, clip, 0, i) for i in frames])
-    np.testing.assert_allclose(ours, offline[: len(frames)], rtol=0, atol=2e-3)
+    ours = replay(live, encoder, clip, frames)
+    np.testing.assert_allclose(ours, offline[: len(frames)], rtol=0, atol=1e-5)
 
 
-def test_live_features_take_any_slice_of_the_session_audio() -> None:
-    encoder = LocalEncoder()
+def push_to(live: LiveFeatures, clip: np.ndarray, frame: int) -> None:
+    """Push ``clip`` up to what ``frame`` needs, as a session hears it."""
+    live.push(clip[live.samples_pushed : live.samples_needed(frame)])
+
+
+def test_live_features_do_not_depend_on_how_the_audio_arrives() -> None:
     clip = clip_with_a_loud_start()
     settings = LiveFeatureSettings(context_s=1.0)
-    whole, sliced = LiveFeatures(settings), LiveFeatures(settings)
+    all_at_once, in_packets = LiveFeatures(settings), LiveFeatures(settings)
+    all_at_once.push(clip)
+    sizes = np.random.default_rng(4).integers(1, 1_000, 400)
     for i in range(60):
-        start, end = frame_span(i, settings)
-        a = whole.features(encoder, clip, 0, i)
-        b = sliced.features(encoder, clip[start - 320 : end + 640], start - 320, i) if start else a
-        np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="needs samples"):
-        whole.encoder_input(clip[:1000], 0, 60)
+        while in_packets.samples_pushed < in_packets.samples_needed(i):
+            k = int(sizes[in_packets.samples_pushed % 400])
+            in_packets.push(clip[in_packets.samples_pushed : in_packets.samples_pushed + k])
+        a, b = all_at_once.encoder_input(i), in_packets.encoder_input(i)
+        np.testing.assert_array_equal(a.mel, b.mel)
+        assert (a.first_position, a.start_position) == (b.first_position, b.start_position)
+    with pytest.raises(ValueError, match="not ready"):
+        in_packets.encoder_input(200)
+    # Columns older than the capacity are gone, said so.
+    short = LiveFeatures(settings, capacity_s=2.0)
+    short.push(clip)
+    with pytest.raises(AudioGoneError):
+        short.encoder_input(0)
 
 
 def test_a_window_floor_forgets_the_loud_start_and_a_recent_one_does_not() -> None:
@@ -83,10 +98,11 @@ def test_a_window_floor_forgets_the_loud_start_and_a_recent_one_does_not() -> No
     segment[: clip.shape[0]] = clip
     floor = whisper_log_mel(segment).min()  # the offline floor: the segment's peak - 8
     late = 100  # 4 s in: the burst is out of the window
-    recent.encoder_input(clip, 0, 0)
-    window.encoder_input(clip, 0, 0)
-    assert recent.encoder_input(clip, 0, late).mel.min() >= floor - 1e-6
-    assert window.encoder_input(clip, 0, late).mel.min() < floor - 0.1
+    for live in (recent, window):
+        live.push(clip)
+        live.encoder_input(0)
+    assert recent.encoder_input(late).mel.min() >= floor - 1e-6
+    assert window.encoder_input(late).mel.min() < floor - 0.1
 
 
 def test_spans_and_settings() -> None:
@@ -118,10 +134,11 @@ def test_the_encoder_graph_gives_live_windows_the_offline_positions(musetalk_tin
     segment[: clip.shape[0]] = clip
     offline = encoder(whisper_log_mel(segment)[None], np.zeros(1, np.int64))[0]
     live = LiveFeatures(LiveFeatureSettings(context_s=1.0))
-    live.encoder_input(clip, 0, 0)  # hear the loud start: the same floor as offline
+    live.push(clip)
+    live.encoder_input(0)  # hear the loud start: the same floor as offline
     frame = 80
     start, _ = frame_span(frame, live.settings)
-    run = live.encoder_input(clip, 0, frame)
+    run = live.encoder_input(frame)
     mel, first = run.mel[None], run.first_position
     assert first == start // 320 == run.start_position
     states = encoder(mel, np.array([first], np.int64))[0]
@@ -139,11 +156,14 @@ def test_the_recent_floor_forgets_after_30_s() -> None:
     hum = 0.01 * np.sin(2 * np.pi * 200 * np.arange(16_000 * 33) / 16_000).astype(np.float32)
     clip = np.concatenate([burst, hum])
     live = LiveFeatures(LiveFeatureSettings(context_s=1.0))
-    live.encoder_input(clip, 0, 0)
+    push_to(live, clip, 0)
+    live.encoder_input(0)
     loud = live.peak_log10
-    live.encoder_input(clip, 0, 25 * 20)  # 20 s later: still remembered
+    push_to(live, clip, 25 * 20)
+    live.encoder_input(25 * 20)  # 20 s later: still remembered
     assert live.peak_log10 == loud
-    live.encoder_input(clip, 0, 25 * 31)  # 31 s later: forgotten
+    push_to(live, clip, 25 * 31)
+    live.encoder_input(25 * 31)  # 31 s later: forgotten
     assert live.peak_log10 < loud - 2
 
 

@@ -7,9 +7,10 @@ spectrum; Slaney mel filters, 80 bins, 0-8000 Hz; ``log10(max(x, 1e-10))``; the 
 dropped; floored at (the segment's maximum - 8); ``(x + 4) / 4``.
 
 Offline, MuseTalk cuts a clip into 30 s segments and zero-pads the last one to 30 s
-(:func:`offline_segments`), so the floor is the maximum over a whole 30 s segment. Live
-features (:mod:`streamer.engine.musetalk.streaming`) floor over their own window: one of the
-ways live features differ from offline ones.
+(:func:`offline_segments`), so the floor is the maximum over a whole 30 s segment. Live,
+:class:`StreamingWhisperMel` computes each column of a session's stream once, as its audio
+arrives; the floor is applied per encoder window
+(:mod:`streamer.engine.musetalk.streaming`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.audio.mel import periodic_hann, slaney_filterbank
+from streamer.errors import AudioGoneError
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -56,9 +58,87 @@ def whisper_log10_mel(pcm_16k: npt.ArrayLike) -> F64:
         raise ValueError(f"whisper_log_mel needs more than {N_FFT // 2} samples")
     padded = np.pad(x, N_FFT // 2, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_SAMPLES]
-    power = np.abs(np.fft.rfft(frames * periodic_hann(N_FFT), axis=1)) ** 2  # [1 + len // 160, 201]
+    return _log10_mel_of_frames(frames)[:, :-1]  # [80, 1 + len // 160] less the last
+
+
+def _log10_mel_of_frames(frames: F64) -> F64:
+    """``log10`` mel power of STFT frames ``[n, 400]``: ``[80, n]``."""
+    power = np.abs(np.fft.rfft(frames * periodic_hann(N_FFT), axis=1)) ** 2
     log10_mel: F64 = np.log10(np.maximum(whisper_mel_filters() @ power.T, LOG_MIN_POWER))
-    return log10_mel[:, :-1]
+    return log10_mel
+
+
+class StreamingWhisperMel:
+    """:func:`whisper_log10_mel` of a continuous 16 kHz stream, each column computed once.
+
+    Column ``t`` (centred on sample ``160 t``) is computed as soon as the samples it reads have
+    arrived (``160 t + 200`` of them): it equals the offline column of any clip that holds
+    those samples and starts where the stream does (the first two read the stream's start
+    reflected, as offline). Not thread-safe: one owner. Bounded: keeps the last
+    ``capacity_columns`` (a read of older ones raises :class:`AudioGoneError`), and the
+    samples of the columns not yet computed.
+    """
+
+    def __init__(self, capacity_columns: int) -> None:
+        self.capacity_columns = capacity_columns
+        self._columns = np.zeros((N_MELS, capacity_columns))
+        self._ready = 0  # columns computed
+        self._pushed = 0  # samples pushed
+        self._pending = np.zeros(0)  # samples from `_pending_start` on
+        self._pending_start = 0
+
+    @property
+    def columns_ready(self) -> int:
+        return self._ready
+
+    @property
+    def samples_pushed(self) -> int:
+        return self._pushed
+
+    @staticmethod
+    def samples_needed(columns: int) -> int:
+        """Samples that complete the first ``columns`` columns."""
+        return max(N_FFT // 2 + 1, HOP_SAMPLES * (columns - 1) + N_FFT // 2)
+
+    def push(self, samples: npt.ArrayLike) -> None:
+        """Append the stream's next samples; computes every column they complete."""
+        x = np.asarray(samples, dtype=np.float64).reshape(-1)
+        self._pending = np.concatenate([self._pending, x])
+        self._pushed += x.shape[0]
+        if self._pushed <= N_FFT // 2:
+            return
+        stop = (self._pushed - N_FFT // 2) // HOP_SAMPLES + 1  # columns complete after this
+        if stop <= self._ready:
+            return
+        if self._ready < 2:  # the stream's start, reflected as offline (`np.pad` reflect)
+            head = self._pending[1 : N_FFT // 2 + 1][::-1]
+            padded, first = np.concatenate([head, self._pending]), -(N_FFT // 2)
+        else:
+            padded, first = self._pending, self._pending_start
+        lo = HOP_SAMPLES * self._ready - N_FFT // 2 - first
+        hi = HOP_SAMPLES * (stop - 1) + N_FFT // 2 - first
+        frames = np.lib.stride_tricks.sliding_window_view(padded[lo:hi], N_FFT)[::HOP_SAMPLES]
+        new = _log10_mel_of_frames(frames)
+        slots = np.arange(self._ready, stop) % self.capacity_columns
+        self._columns[:, slots] = new
+        self._ready = stop
+        if stop >= 2:  # keep what the next column reads: from 160 t - 200 on
+            keep_from = HOP_SAMPLES * stop - N_FFT // 2
+            self._pending = self._pending[keep_from - self._pending_start :]
+            self._pending_start = keep_from
+
+    def read(self, start: int, stop: int) -> F64:
+        """Columns ``[start, stop)``, float64 ``[80, stop - start]`` (a copy). Raises
+        ValueError for columns not computed yet, AudioGoneError for overwritten ones."""
+        if stop > self._ready or start > stop or start < 0:
+            raise ValueError(f"columns [{start}, {stop}) not ready ({self._ready} computed)")
+        if start < self._ready - self.capacity_columns:
+            raise AudioGoneError(
+                f"mel column {start} is gone: {self.capacity_columns} columns are kept"
+            )
+        slots = np.arange(start, stop) % self.capacity_columns
+        out: F64 = self._columns[:, slots]
+        return out
 
 
 def normalise(log10_mel: F64, peak: float) -> F32:

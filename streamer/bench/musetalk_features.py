@@ -26,7 +26,7 @@ import onnxruntime as ort
 
 from streamer.engine.musetalk.features import clip_frames, frame_windows, offline_states
 from streamer.engine.musetalk.manifest import GRAPH_FILES, read_manifest
-from streamer.engine.musetalk.streaming import LiveFeatures, LiveFeatureSettings, frame_span
+from streamer.engine.musetalk.streaming import LiveFeatures, LiveFeatureSettings, replay
 from streamer.engine.session import CPU, EngineOptions
 from streamer.offline.audio import decode_audio
 from streamer.probe.clip import make_clip, wav_bytes
@@ -92,10 +92,10 @@ def measure(
     frames = [
         i
         for i in range(0, offline.shape[0], frame_step)
-        if frame_span(i, settings)[1] <= pcm_16k.shape[0]
+        if live.samples_needed(i) <= pcm_16k.shape[0]
     ]
     encoder.run_ms.clear()
-    ours = np.stack([live.features(encoder, pcm_16k, 0, i) for i in frames]).astype(np.float64)
+    ours = replay(live, encoder, pcm_16k, frames).astype(np.float64)
     theirs = offline[frames].astype(np.float64)
     ours, theirs = ours.reshape(len(frames), -1), theirs.reshape(len(frames), -1)
     norms = np.linalg.norm(theirs, axis=1)

@@ -300,7 +300,9 @@ class SessionPipeline:
         if self._mel.samples_pushed:
             raise RuntimeError("the features are fixed once audio has arrived")
         short = [
-            i for i in range(self.config.fps) if features.span(i)[1] > self._mel.samples_needed(i)
+            i
+            for i in range(self.config.fps)
+            if features.samples_needed(i) > self._mel.samples_needed(i)
         ]
         if short:
             raise ValueError(
@@ -380,6 +382,8 @@ class SessionPipeline:
         before = self._mel.frames_ready()
         self._ring.write(samples)
         self._mel.push(samples)
+        if self._features is not None:
+            self._features.push(samples)
         self._pauses.push(samples, real)
         self.stats.samples_in += int(samples.shape[0])
         end = self._ring.end_index
@@ -561,12 +565,9 @@ class SessionPipeline:
         )
 
     def _encoder_input(self, i: int) -> EncoderInput | None:
-        """Input frame ``i``'s MuseTalk encoder input, from the ring (ready with its window)."""
-        if self._features is None:
-            return None
-        # The ring (10 s) outlasts the context (seconds) plus the maximum delay.
-        start, end = self._features.span(i)
-        return self._features.encoder_input(self._ring.read(start, end), start, i)
+        """Input frame ``i``'s MuseTalk encoder input (ready with its mel window: see
+        :meth:`set_live_features`)."""
+        return None if self._features is None else self._features.encoder_input(i)
 
     def _underrun(self, n: int, avatar_frame: int, started: bool) -> FrameJob:
         """No window is ready. Before the first frame has played, or while waiting for audio

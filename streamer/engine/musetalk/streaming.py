@@ -4,10 +4,12 @@ Offline, MuseTalk encodes each 30 s segment at once, so a feature depends on aud
 later. Live, frame ``i``'s features come from one encoder run over the ``context_s`` of audio
 that ends ``lookahead_s`` after the frame's time (``t = i / 25`` s). The encoder graph adds
 the positional embeddings the offline segment would give the same audio (it takes the
-window's first position; positions restart every 30 s of the session). Two things still
-differ from offline features: attention sees the window, not the whole segment (the window's
-last positions see little future); and the log-mel floor's peak is the loudest sound of the
-last 30 s heard, not the loudest of the 30 s segment (past and future) around it.
+window's first position; positions restart every 30 s of the session). The mel columns
+are the session stream's own, each computed once as its audio arrives, equal to the offline
+segment's (no padding at the window's edges). Two things still differ from offline
+features: attention sees the window, not the whole segment (the window's last positions see
+little future); and the log-mel floor's peak is the loudest sound of the last 30 s heard,
+not the loudest of the 30 s segment (past and future) around it.
 ``bench musetalk-features`` measures the drift for each context length and lookahead; the
 defaults below come from it.
 
@@ -19,13 +21,20 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio.whisper_mel import LOG_MIN_POWER, normalise, whisper_log10_mel
+from streamer.audio.whisper_mel import (
+    HOP_SAMPLES,
+    LOG_MIN_POWER,
+    MEL_FRAMES_PER_S,
+    StreamingWhisperMel,
+    normalise,
+)
 from streamer.engine.musetalk.features import (
     FPS,
     POSITIONS_PER_S,
@@ -48,8 +57,6 @@ MIN_LOOKAHEAD_S = 0.14
 # and offline: it ends 160 ms past the frame plus half an STFT window, after the default
 # lookahead, so a frame is ready when both its window and its encoder input are.
 MEL_FRAME_OFFSET = 1
-# Mel columns at each end of a window whose STFT reads past it (half of 400 samples, hop 160).
-EDGE_COLUMNS = 2
 
 Floor = Literal["recent", "window"]
 PEAK_MEMORY_S = 30.0  # as long as an offline segment
@@ -126,18 +133,28 @@ def frame_audio(states: F32, run: EncoderInput) -> F32:
 class LiveFeatures:
     """One session's live MuseTalk features. Not thread-safe: one per session.
 
-    Keeps the peaks of the windows it has read, for the "recent" floor: a monotonic deque of
-    (window end sample, peak), bounded by :data:`PEAK_MEMORY_S` of windows (at most 750).
+    The session's 16 kHz audio is pushed in order (:meth:`push`, as it arrives); a
+    :class:`~streamer.audio.whisper_mel.StreamingWhisperMel` computes each mel column once,
+    keeping the last ``capacity_s``. Frame ``i``'s encoder input is ready once
+    :meth:`samples_needed` samples are in; it is read from those columns, floored and
+    normalised per window. Keeps the peaks of the windows it has read, for the "recent"
+    floor: a monotonic deque of (window end sample, peak), bounded by :data:`PEAK_MEMORY_S`
+    of windows (at most 750).
     """
 
-    def __init__(self, settings: LiveFeatureSettings) -> None:
+    def __init__(self, settings: LiveFeatureSettings, capacity_s: float = 10.0) -> None:
         self.settings = settings
+        self._mel = StreamingWhisperMel(round(capacity_s * MEL_FRAMES_PER_S))
         self._peaks: deque[tuple[int, float]] = deque()
 
     @property
     def peak_log10(self) -> float:
         """The floor's peak: the loudest log10 mel power of the last 30 s read."""
         return self._peaks[0][1] if self._peaks else math.log10(LOG_MIN_POWER)
+
+    @property
+    def samples_pushed(self) -> int:
+        return self._mel.samples_pushed
 
     def _remember(self, end_sample: int, peak: float) -> None:
         while self._peaks and self._peaks[-1][1] <= peak:
@@ -147,27 +164,28 @@ class LiveFeatures:
         while self._peaks[0][0] <= oldest:
             self._peaks.popleft()
 
+    def push(self, samples_16k: npt.ArrayLike) -> None:
+        """The session's next samples (16 kHz mono), in order, gaps filled."""
+        self._mel.push(samples_16k)
+
     def span(self, frame_index: int) -> tuple[int, int]:
         """:func:`frame_span` with these settings."""
         return frame_span(frame_index, self.settings)
 
-    def encoder_input(self, pcm_16k: F32, first_sample: int, frame_index: int) -> EncoderInput:
-        """Frame ``frame_index``'s encoder run.
+    def samples_needed(self, frame_index: int) -> int:
+        """Samples that must have been pushed for frame ``frame_index``'s encoder input: its
+        span, and the 40 ms past it that its last mel column's STFT reads."""
+        _, end = self.span(frame_index)
+        return StreamingWhisperMel.samples_needed(end // HOP_SAMPLES)
 
-        ``pcm_16k`` holds the session's samples from ``first_sample`` on and must cover
-        :func:`frame_span`; raises ValueError when it does not. Frames are asked for in order
-        (the "recent" floor remembers the windows read).
-        """
-        start, end = frame_span(frame_index, self.settings)
-        lo, hi = start - first_sample, end - first_sample
-        if lo < 0 or hi > pcm_16k.shape[0]:
-            raise ValueError(
-                f"frame {frame_index} needs samples [{start}, {end}), given "
-                f"[{first_sample}, {first_sample + pcm_16k.shape[0]})"
-            )
-        log10_mel = whisper_log10_mel(pcm_16k[lo:hi])
-        # The edge columns read reflect padding, which can be louder than any real sound.
-        window_peak = float(log10_mel[:, EDGE_COLUMNS:-EDGE_COLUMNS].max())
+    def encoder_input(self, frame_index: int) -> EncoderInput:
+        """Frame ``frame_index``'s encoder run. Raises ValueError before
+        :meth:`samples_needed` samples have been pushed, AudioGoneError when its columns are
+        older than the capacity. Frames are asked for in order (the "recent" floor remembers
+        the windows read)."""
+        start, end = self.span(frame_index)
+        log10_mel = self._mel.read(start // HOP_SAMPLES, end // HOP_SAMPLES)
+        window_peak = float(log10_mel.max())
         if self.settings.floor == "window":
             mel = normalise(log10_mel, window_peak)
         else:
@@ -181,10 +199,21 @@ class LiveFeatures:
             start_position=start_position,
         )
 
-    def features(
-        self, encoder: AudioEncoder, pcm_16k: F32, first_sample: int, frame_index: int
-    ) -> F32:
+    def features(self, encoder: AudioEncoder, frame_index: int) -> F32:
         """:meth:`encoder_input`, one encoder run, :func:`frame_audio`: ``[50, 384]``."""
-        run = self.encoder_input(pcm_16k, first_sample, frame_index)
+        run = self.encoder_input(frame_index)
         first = np.array([run.first_position], np.int64)
         return frame_audio(encoder(run.mel[None], first)[0], run)
+
+
+def replay(live: LiveFeatures, encoder: AudioEncoder, pcm_16k: F32, frames: Iterable[int]) -> F32:
+    """Live features ``[n, 50, 384]`` of ``frames`` (ascending) of a recorded clip, its audio
+    pushed as a session hears it: up to each frame's :meth:`LiveFeatures.samples_needed`
+    (which the clip must hold)."""
+    out = []
+    for i in frames:
+        need = live.samples_needed(i)
+        if need > live.samples_pushed:
+            live.push(pcm_16k[live.samples_pushed : need])
+        out.append(live.features(encoder, i))
+    return np.stack(out)

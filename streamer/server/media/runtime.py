@@ -21,7 +21,6 @@ from streamer.engine.musetalk.streaming import (
     EncoderInput,
     LiveFeatures,
     LiveFeatureSettings,
-    frame_span,
 )
 from streamer.errors import ModelError
 from streamer.playout.pipeline import FrameJob, JobKind
@@ -135,8 +134,9 @@ def _musetalk_runtime(
     renderer = LipSyncRenderer(faces, library)
     # A frame with a whole context, as every frame after the first seconds has.
     frame = round(settings.context_s * FPS)
-    _, end = frame_span(frame, settings)
-    encoder_input = LiveFeatures(settings).encoder_input(np.zeros(end, np.float32), 0, frame)
+    live = LiveFeatures(settings)
+    live.push(np.zeros(live.samples_needed(frame), np.float32))
+    encoder_input = live.encoder_input(frame)
     _warm_up(renderer, first.avatar.name, None, encoder_input)
     return Runtime(
         renderer=renderer,
