@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from streamer.resources import (
     add_avatars_dir_argument,
     add_model_arguments,
-    avatars_dir,
 )
 from streamer.server.channels.microphone import (
     AudioInput,
@@ -25,7 +24,11 @@ from streamer.server.channels.microphone import (
     MicrophoneDriver,
     SoundDeviceInputs,
 )
-from streamer.server.commands.serve import add_access_arguments, add_turn_arguments
+from streamer.server.commands.serve import (
+    add_access_arguments,
+    add_turn_arguments,
+    runtime_from_args,
+)
 
 if TYPE_CHECKING:  # the server stack loads only when serving (keeps the CLI quick)
     from aiohttp import web
@@ -68,27 +71,19 @@ def run(args: argparse.Namespace, inputs: InputDevices | None = None) -> int:
             )
         return 0
 
-    from streamer.engine import EngineOptions
     from streamer.server.app import create_app
     from streamer.server.channels.channel import check_channel_name
     from streamer.server.config import ServerConfig
     from streamer.server.http.access import access_from_args
     from streamer.server.http.protocol import run_app
     from streamer.server.media.ice import turn_from_args
-    from streamer.server.media.runtime import build_runtime
 
     channel_name = check_channel_name(args.channel)
     access = access_from_args(args, os.environ)
     turn = turn_from_args(args.turn_url, args.turn_ttl_s, os.environ)
     source = devices.open(args.device)  # fail before the model loads
     try:
-        runtime = build_runtime(
-            avatars_dir(args.avatars_dir),
-            args.avatar,
-            args.model,
-            EngineOptions.from_flags(args.providers, args.fp16),
-            allow_slow_model=args.allow_slow_model,
-        )
+        runtime = runtime_from_args(args)
         config = ServerConfig(
             host=args.host,
             port=args.port,

@@ -17,6 +17,7 @@ from streamer.resources import (
 if TYPE_CHECKING:  # the server stack loads only when serving (keeps the CLI quick)
     from streamer.server.config import ServerConfig
     from streamer.server.http.access import AccessConfig
+    from streamer.server.media.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -160,22 +161,29 @@ def server_config(
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def runtime_from_args(args: argparse.Namespace) -> Runtime:
+    """The model and avatar the serving commands' flags ask for, loaded and warmed (see
+    :func:`add_model_arguments`); raises ModelError or AvatarError."""
     from streamer.engine import EngineOptions
-    from streamer.server.app import create_app
-    from streamer.server.http.access import access_from_args
-    from streamer.server.http.protocol import run_app
     from streamer.server.media.runtime import build_runtime
 
-    access = access_from_args(args, os.environ)  # refuses an exposed bind before loading
-    config = server_config(args, access)
-    runtime = build_runtime(
+    return build_runtime(
         avatars_dir(args.avatars_dir),
         args.avatar,
         args.model,
         EngineOptions.from_flags(args.providers, args.fp16),
         allow_slow_model=args.allow_slow_model,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamer.server.app import create_app
+    from streamer.server.http.access import access_from_args
+    from streamer.server.http.protocol import run_app
+
+    access = access_from_args(args, os.environ)  # refuses an exposed bind before loading
+    config = server_config(args, access)
+    runtime = runtime_from_args(args)
     if args.bitrate:
         set_video_bitrate(args.codec, args.bitrate)
     app = create_app(config, runtime)
