@@ -19,11 +19,13 @@ from streamer.probe.analysis import (
     evaluate,
     fps_series,
     frames_lost,
-    freezes,
+    freeze_limits_s,
     gaps,
+    long_gaps,
     mouth_to_lips,
     peer_figures,
     rss_growth,
+    stalled_s,
 )
 from streamer.probe.clip import PACKET_SAMPLES, RATE_HZ, SoakClip, find_onsets, make_clip
 from streamer.probe.measuring_peer import MouthMeter, SoakPeer
@@ -44,12 +46,54 @@ def test_fps_windows_and_a_freeze_are_found() -> None:
     centres, fps = fps_series(t, 100.0, 130.0, 10.0)
     assert np.allclose(fps, 25.0)
     assert centres.tolist() == [105.0, 115.0, 125.0]
-    frozen = freezes(gaps(stalled), 3.0, 0.150)
-    assert frozen.size == 1
-    assert frozen[0] == pytest.approx(0.04 * 8 + 0.3)
-    assert freezes(gaps(t), 3.0, 0.150).size == 0
+    long = long_gaps(gaps(stalled), 3.0, 0.150)
+    assert long.size == 1
+    assert long[0] == pytest.approx(0.04 * 8 + 0.3)
+    assert long_gaps(gaps(t), 3.0, 0.150).size == 0
     _, fps_stalled = fps_series(stalled, 100.0, 130.0, 10.0)
     assert fps_stalled.min() < 24.5
+
+
+def test_a_freeze_is_what_browsers_count() -> None:
+    # webrtc-stats freezeCount: a gap of at least max(3 x, + 150 ms) the mean of the last 30.
+    at_25 = np.full(40, 0.040)
+    limits = freeze_limits_s(at_25, 30, 3.0, 0.150)
+    assert np.isinf(limits[0])  # nothing before the first gap
+    assert limits[-1] == pytest.approx(0.190)
+    at_10 = np.full(40, 0.100)
+    assert freeze_limits_s(at_10, 30, 3.0, 0.150)[-1] == pytest.approx(0.300)
+    # The mean is of the gaps before: a long gap raises the limit of the next ones.
+    bumpy = at_25.copy()
+    bumpy[35] = 0.5
+    limits = freeze_limits_s(bumpy, 30, 3.0, 0.150)
+    assert limits[35] == pytest.approx(0.190)
+    assert limits[36] == pytest.approx(0.040 + (0.5 - 0.04) / 30 + 0.150)
+
+
+def test_stalled_time_inside_intervals() -> None:
+    starts = np.array([0.0, 10.0, 20.0])
+    ends = np.array([1.0, 11.0, 21.0])
+    stalls = np.array([[0.5, 0.7], [0.9, 2.0], [20.5, 20.6]])
+    assert stalled_s(starts, ends, stalls) == pytest.approx([0.3, 0.0, 0.1])
+    assert stalled_s(starts, ends, np.zeros((0, 2))).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_freeze_the_clients_own_stall_explains_is_counted_apart() -> None:
+    rec = record_with_delay(0.0)
+    t = np.asarray(rec.video_at_s)
+    # Two 300 ms holes in the frames: one while the measuring process itself stalled for
+    # 250 ms of it, one with 60 ms of such a stall (which alone does not explain it).
+    for at_s in (1020.0, 1040.0):
+        k = int(np.searchsorted(t, at_s))
+        t[k:] += 0.26
+    rec.video_at_s = t.tolist()
+    stalls = np.array([[1020.0, 1020.25], [1040.1, 1040.16]])
+    fig, series = peer_figures(rec, 1000.0, 1060.0, AnalysisOptions(warmup_s=5.0), stalls)
+    assert (fig.freezes, fig.freezes_client, fig.long_gaps) == (1, 1, 2)
+    assert fig.longest_freeze_ms == pytest.approx(300.0, abs=1.0)
+    assert series["freeze_client"] == [True, False]
+    alone, _ = peer_figures(rec, 1000.0, 1060.0, AnalysisOptions(warmup_s=5.0))
+    assert (alone.freezes, alone.freezes_client) == (2, 0)
 
 
 def test_lost_frames_come_from_pts_steps() -> None:
@@ -131,6 +175,8 @@ def figures(**changes: float) -> PeerFigures:
         gap_max_ms=80.0,
         freezes=0,
         longest_freeze_ms=0.0,
+        freezes_client=0,
+        long_gaps=0,
         frames_lost=0,
         mouth_to_lips_p50_ms=200.0,
         mouth_to_lips_p95_ms=300.0,

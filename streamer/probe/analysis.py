@@ -52,8 +52,14 @@ class AnalysisOptions:
     # An aiortc receiver holds audio ~80 ms in its jitter buffer and video ~40 ms, so a server
     # that sends lips and sound together reads about -40 ms (video ahead) at this client.
     receiver_bias_s: float = -0.040
-    freeze_gap_factor: float = 3.0
-    freeze_gap_s: float = 0.150
+    # A freeze, as browsers count it (webrtc-stats ``freezeCount``): a gap between two frames
+    # of at least max(3 x, the mean + 150 ms) the mean of the last 30 gaps.
+    freeze_window_frames: int = 30
+    freeze_factor: float = 3.0
+    freeze_added_s: float = 0.150
+    # The soak's first, stricter count, kept as a figure: gaps over min(3 x the mean, 150 ms).
+    long_gap_factor: float = 3.0
+    long_gap_s: float = 0.150
     mouth_open_fraction: float = 0.25  # of the way from rest to open: "the mouth opens"
     mouth_max_latency_s: float = 1.0
     receiver_video_hold_s: float = RECEIVER_VIDEO_HOLD_S  # taken off mouth-to-lips
@@ -98,12 +104,36 @@ def gaps(times_s: F64) -> F64:
     return np.diff(times_s) if times_s.size > 1 else np.zeros(0)
 
 
-def freezes(gap_s: F64, factor: float, floor_s: float) -> F64:
-    """The gaps that are freezes: longer than ``factor`` x the mean gap or than ``floor_s``."""
+def long_gaps(gap_s: F64, factor: float, floor_s: float) -> F64:
+    """The gaps longer than ``factor`` x the mean gap or than ``floor_s``."""
     if not gap_s.size:
         return gap_s
     limit = min(factor * float(gap_s.mean()), floor_s)
     return gap_s[gap_s > limit]
+
+
+def freeze_limits_s(gap_s: F64, window: int, factor: float, added_s: float) -> F64:
+    """Per gap, the length from which it is a freeze as browsers count one (webrtc-stats
+    ``freezeCount``): max(``factor`` x, + ``added_s``) the mean of the ``window`` gaps before
+    it (of those there are; the first gap, with none before it, is never a freeze)."""
+    if not gap_s.size:
+        return gap_s
+    sums = np.concatenate(([0.0], np.cumsum(gap_s)))
+    k = np.arange(gap_s.size)
+    lo = np.maximum(0, k - window)
+    count = k - lo
+    mean = np.divide(sums[k] - sums[lo], count, out=np.full(gap_s.size, np.inf), where=count > 0)
+    return np.asarray(np.maximum(factor * mean, mean + added_s), np.float64)
+
+
+def stalled_s(starts_s: F64, ends_s: F64, stalls: F64) -> F64:
+    """Per interval [start, end): how much of it the stalls (rows of [start, end)) cover,
+    the stalls assumed apart from each other."""
+    if not stalls.size:
+        return np.zeros(starts_s.shape)
+    lo = np.maximum(starts_s[:, None], stalls[None, :, 0])
+    hi = np.minimum(ends_s[:, None], stalls[None, :, 1])
+    return np.asarray(np.clip(hi - lo, 0.0, None).sum(axis=1), np.float64)
 
 
 def frames_lost(pts: npt.NDArray[np.int64]) -> int:
@@ -207,8 +237,10 @@ class PeerFigures:
     gap_p50_ms: float
     gap_p99_ms: float
     gap_max_ms: float
-    freezes: int
+    freezes: int  # as browsers count them, less those the client's own stalls explain
     longest_freeze_ms: float
+    freezes_client: int  # freezes that the client process's own stalls explain
+    long_gaps: int  # gaps over min(3 x the mean, 150 ms): the soak's first, stricter count
     frames_lost: int
     mouth_to_lips_p50_ms: float
     mouth_to_lips_p95_ms: float
@@ -231,15 +263,32 @@ class PeerFigures:
 
 
 def peer_figures(
-    record: PeerRecord, run_start_s: float, run_end_s: float, options: AnalysisOptions
+    record: PeerRecord,
+    run_start_s: float,
+    run_end_s: float,
+    options: AnalysisOptions,
+    client_stalls: F64 | None = None,
 ) -> tuple[PeerFigures, dict[str, list[float]]]:
-    """The figures of one peer and its series over time (seconds since the run's start)."""
+    """The figures of one peer and its series over time (seconds since the run's start).
+
+    ``client_stalls`` are the measuring process's own stalls, rows of [start, end) on the
+    record's clock: a freeze that would not be one without the stalled time inside it is the
+    client's, counted apart (a real viewer's machine is not the one measuring).
+    """
     vt = np.asarray(record.video_at_s, np.float64)
     steady_s = run_start_s + options.warmup_s
     steady = vt >= steady_s
     centres, fps = fps_series(vt, steady_s, run_end_s, options.fps_window_s)
     g = gaps(vt[steady])
-    frozen = freezes(g, options.freeze_gap_factor, options.freeze_gap_s)
+    limits = freeze_limits_s(
+        g, options.freeze_window_frames, options.freeze_factor, options.freeze_added_s
+    )
+    frozen_at = np.flatnonzero(g >= limits)
+    gap_end_s = vt[steady][1:]
+    stalls = np.zeros((0, 2)) if client_stalls is None else client_stalls
+    covered = stalled_s(gap_end_s[frozen_at] - g[frozen_at], gap_end_s[frozen_at], stalls)
+    client = g[frozen_at] - covered < limits[frozen_at]
+    frozen = g[frozen_at[~client]]
     mouth = np.asarray(record.mouth, np.float64)
     threshold = mouth_threshold(mouth, options.mouth_open_fraction) if mouth.size else math.nan
     onsets = np.asarray(record.onsets_sent_at_s, np.float64)
@@ -267,6 +316,8 @@ def peer_figures(
         gap_max_ms=float(g.max() * 1e3) if g.size else math.nan,
         freezes=int(frozen.size),
         longest_freeze_ms=float(frozen.max() * 1e3) if frozen.size else 0.0,
+        freezes_client=int(client.sum()),
+        long_gaps=int(long_gaps(g, options.long_gap_factor, options.long_gap_s).size),
         frames_lost=frames_lost(np.asarray(record.video_pts, np.int64)[steady]),
         mouth_to_lips_p50_ms=_q(measured, 0.5) * 1e3,
         mouth_to_lips_p95_ms=_q(measured, 0.95) * 1e3,
@@ -287,6 +338,9 @@ def peer_figures(
         "fps": fps.tolist(),
         "gap_t_s": gap_t.tolist(),
         "gap_ms": (g * 1e3).tolist(),
+        "freeze_t_s": (gap_end_s[frozen_at] - run_start_s).tolist(),
+        "freeze_ms": (g[frozen_at] * 1e3).tolist(),
+        "freeze_client": client.tolist(),
         "av_t_s": (av_t - run_start_s).tolist(),
         "av_offset_ms": [None if not math.isfinite(v) else v for v in (av_off * 1e3).tolist()],
         "mouth_to_lips_t_s": (onsets - run_start_s).tolist(),
@@ -374,7 +428,9 @@ def evaluate(
             float(worst_freezes),
             float(t.max_freezes),
             worst_freezes <= t.max_freezes,
-            "most freezes at one peer (gap > 3x mean or > 150 ms)",
+            "most freezes at one peer, as browsers count them (a frame gap of at least "
+            "max(3 x, + 150 ms) the mean of the last 30), less those the client's own "
+            "stalls explain",
         )
     )
     offsets = [p.av_offset_max_abs_ms for p in peers]

@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ class SoakConfig:
     # The local copy of the served avatar (its frames are the mouth meter's reference).
     avatars_dir: Path = field(default_factory=default_avatars_dir)
     scrape_every_s: float = 5.0
+    # This process watches its own event loop: a wake-up this much later than asked is a stall
+    # of the measuring client (its frames wait in the kernel meanwhile), not of the server.
+    own_stall_s: float = 0.030
     stagger_s: float = 0.5
     thresholds: Thresholds = field(default_factory=Thresholds)
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
@@ -115,6 +119,32 @@ async def _scrape_forever(
         into.append(_sample(time.monotonic(), text))
 
 
+# Bounded: a run that stalls this often measures nothing anyway.
+MAX_OWN_STALLS = 100_000
+WATCH_EVERY_S = 0.020
+
+
+async def _watch_own_loop(into: deque[tuple[float, float]], min_stall_s: float) -> None:
+    """Record this process's own stalls as (start, end) on the monotonic clock: each wake-up
+    that came ``min_stall_s`` or more after it was due."""
+    while True:
+        due = time.monotonic() + WATCH_EVERY_S
+        await asyncio.sleep(WATCH_EVERY_S)
+        woke = time.monotonic()
+        if woke - due >= min_stall_s:
+            into.append((due, woke))
+
+
+def excusing_stalls(
+    own_stalls: list[tuple[float, float]], samples: list[ServerSample]
+) -> list[tuple[float, float]]:
+    """The client's own stalls that may explain a freeze: those not overlapping a scrape
+    interval in which the server counted a late tick (a stall of the whole machine stalls the
+    server too; then the freeze is the server's)."""
+    late = [(a.t_s, b.t_s) for a, b in itertools.pairwise(samples) if b.late_ticks > a.late_ticks]
+    return [(s0, s1) for s0, s1 in own_stalls if not any(s0 < b and a < s1 for a, b in late)]
+
+
 async def run_soak(config: SoakConfig) -> dict[str, Any]:
     """Run the soak and return the report (also written to ``out_dir/report.json``)."""
     url = config.url.rstrip("/")
@@ -137,6 +167,10 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
             None, mouth_meter, health, config.avatar, config.avatars_dir
         )
         run_start_s = time.monotonic()
+        own_stalls: deque[tuple[float, float]] = deque(maxlen=MAX_OWN_STALLS)
+        watcher = asyncio.create_task(
+            _watch_own_loop(own_stalls, config.own_stall_s), name="soak-own-stalls"
+        )
         scraper = asyncio.create_task(
             _scrape_forever(http, url, config.scrape_every_s, samples), name="soak-scraper"
         )
@@ -166,13 +200,16 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
             run_end_s = time.monotonic()
         finally:
             await cancel_and_wait(scraper)
+            await cancel_and_wait(watcher)
             for peer in peers:
                 try:
                     await peer.aclose(http)
                 except aiohttp.ClientError as exc:
                     log.warning("soak: closing %s: %s", peer.record.name, exc)
                     await peer.aclose()
-    return build_report(config, clip, peers, samples, run_start_s, run_end_s, started_wall)
+    return build_report(
+        config, clip, peers, samples, run_start_s, run_end_s, started_wall, list(own_stalls)
+    )
 
 
 def server_figures(
@@ -249,12 +286,16 @@ def build_report(
     run_start_s: float,
     run_end_s: float,
     started_wall: dt.datetime,
+    own_stalls: list[tuple[float, float]],
 ) -> dict[str, Any]:
     opts = config.analysis
+    excuses = excusing_stalls(own_stalls, samples)
+    excused = set(excuses)
+    excuse_rows = np.asarray(excuses, np.float64).reshape(-1, 2)
     peer_results: list[PeerFigures] = []
     peer_series: dict[str, dict[str, list[float]]] = {}
     for peer in peers:
-        figures, series = peer_figures(peer.finish(), run_start_s, run_end_s, opts)
+        figures, series = peer_figures(peer.finish(), run_start_s, run_end_s, opts, excuse_rows)
         peer_results.append(figures)
         peer_series[figures.name] = series
     warmup_end_s = run_start_s + opts.warmup_s
@@ -279,6 +320,7 @@ def build_report(
             "clip_onsets": len(clip.onset_samples),
             "avatar": config.avatar,
             "measured_s": round(run_end_s - run_start_s, 3),
+            "own_stall_s": config.own_stall_s,
             "impairment": {**asdict(config.impairment), "seeds": "seed + peer index"},
         },
         # What each peer's impaired network did to the audio it sent (absent: not impaired).
@@ -289,7 +331,20 @@ def build_report(
         "checks": [asdict(c) for c in checks],
         "peers": [p.to_json() for p in peer_results],
         "server": server,
-        "series": {"peers": peer_series, "server": server_series},
+        # The measuring process's own stalls; those beside no late tick of the server may
+        # explain a freeze (``freezes_client``).
+        "client": {
+            "stalls": len(own_stalls),
+            "stall_max_ms": max((1e3 * (b - a) for a, b in own_stalls), default=0.0),
+            "stalls_without_server_late_tick": len(excuses),
+        },
+        "series": {
+            "peers": peer_series,
+            "server": server_series,
+            "client_stalls": [
+                [a - run_start_s, 1e3 * (b - a), (a, b) in excused] for a, b in own_stalls
+            ],
+        },
     }
 
 
