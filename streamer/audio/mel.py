@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from streamer.audio.stft import ColumnRing, StreamingFrames
 from streamer.errors import AudioGoneError
 
 F32 = npt.NDArray[np.float32]
@@ -178,30 +179,25 @@ class MelExtractor:
         cap = round(capacity_s * MEL_FRAMES_PER_S)
         if cap < WINDOW_COLUMNS:
             raise ValueError(f"capacity_s must hold at least one window, got {capacity_s}")
-        self._columns = np.full((N_MELS, cap), SILENCE, dtype=np.float32)
-        self._n_columns = 0
-        self._samples_pushed = 0
+        self._columns = ColumnRing(N_MELS, cap, np.float32, SILENCE)
+        # Pre-emphasised audio, framed as compute_mel frames it (reflect-padded at the start).
+        self._frames = StreamingFrames(N_FFT, HOP_SAMPLES)
         self._last_sample = 0.0
-        # Pre-emphasised audio not yet fully consumed, in the reflect-padded domain: _pending[0]
-        # is padded index _pending_start (padded index = sample index + 400).
-        self._pending: F64 = np.zeros(0, dtype=np.float64)
-        self._pending_start = 0
-        self._started = False
 
     @property
     def capacity_columns(self) -> int:
-        return int(self._columns.shape[1])
+        return self._columns.capacity
 
     @property
     def columns_computed(self) -> int:
-        return self._n_columns
+        return self._columns.count
 
     @property
     def samples_pushed(self) -> int:
-        return self._samples_pushed
+        return self._frames.samples_pushed
 
     def stats(self) -> MelExtractorStats:
-        return MelExtractorStats(self._samples_pushed, self._n_columns)
+        return MelExtractorStats(self.samples_pushed, self.columns_computed)
 
     def push(self, pcm_16k: npt.ArrayLike) -> int:
         """Append 16 kHz mono samples; returns how many new columns were computed."""
@@ -210,36 +206,10 @@ class MelExtractor:
             return 0
         y = preemphasis(x, self._last_sample)
         self._last_sample = float(x[-1])
-        self._samples_pushed += x.shape[0]
-        self._pending = np.concatenate((self._pending, y))
-        if not self._started:
-            half = N_FFT // 2
-            if self._pending.shape[0] <= half:
-                return 0
-            # Reflect padding at the start needs samples 1..400: y[400], y[399], ..., y[1].
-            self._pending = np.concatenate((self._pending[half:0:-1], self._pending))
-            self._started = True
-        available = self._pending.shape[0]
-        n_new = 0 if available < N_FFT else 1 + (available - N_FFT) // HOP_SAMPLES
-        if n_new == 0:
-            return 0
-        self._store(frames_to_columns(_frame_view(self._pending, n_new)))
-        consumed = n_new * HOP_SAMPLES
-        self._pending = self._pending[consumed:].copy()
-        self._pending_start += consumed
-        return n_new
-
-    def _store(self, cols: F32) -> None:
-        cap = self.capacity_columns
-        n = cols.shape[1]
-        if n > cap:
-            cols = cols[:, -cap:]
-        first = self._n_columns + n - cols.shape[1]
-        pos = first % cap
-        head = min(cols.shape[1], cap - pos)
-        self._columns[:, pos : pos + head] = cols[:, :head]
-        self._columns[:, : cols.shape[1] - head] = cols[:, head:]
-        self._n_columns += n
+        frames = self._frames.push(y)
+        if frames.shape[0]:
+            self._columns.append(frames_to_columns(frames))
+        return int(frames.shape[0])
 
     def window_start(self, frame_index: int) -> int:
         return window_start_column(frame_index, self.fps, self.frame_offset)
@@ -251,15 +221,14 @@ class MelExtractor:
         ``200 c + 200`` samples have arrived (and never before 401: the reflect padding of
         column 0 needs samples 1..400).
         """
-        columns = self.window_start(frame_index) + WINDOW_COLUMNS
-        return max(N_FFT // 2 + 1, HOP_SAMPLES * columns + (N_FFT // 2 - HOP_SAMPLES))
+        return self._frames.samples_needed(self.window_start(frame_index) + WINDOW_COLUMNS)
 
     def frames_ready(self) -> int:
         """Number of video frames (0, 1, ...) whose window is complete."""
         # window_start is non-decreasing in the frame index: find the first incomplete frame.
-        n = max(0, (self._n_columns - WINDOW_COLUMNS) * self.fps // MEL_FRAMES_PER_S)
+        n = max(0, (self.columns_computed - WINDOW_COLUMNS) * self.fps // MEL_FRAMES_PER_S)
         n = max(0, n - 2)
-        while self.window_start(n) + WINDOW_COLUMNS <= self._n_columns:
+        while self.window_start(n) + WINDOW_COLUMNS <= self.columns_computed:
             n += 1
         return n
 
@@ -267,17 +236,15 @@ class MelExtractor:
         """Features ``[80, 16]`` for video frame ``frame_index``, or None until complete."""
         start = self.window_start(frame_index)
         stop = start + WINDOW_COLUMNS
-        if stop > self._n_columns:
+        if stop > self.columns_computed:
             return None
-        cap = self.capacity_columns
-        oldest = self._n_columns - cap
         first_real = max(start, 0)
-        if first_real < oldest:
+        if first_real < self._columns.oldest:
             raise AudioGoneError(
                 f"features of frame {frame_index} are gone: columns {first_real}..{stop} "
-                f"were overwritten (holding {oldest}..{self._n_columns})"
+                f"were overwritten (holding {self._columns.oldest}..{self.columns_computed})"
             )
         out = np.full((N_MELS, WINDOW_COLUMNS), SILENCE, dtype=np.float32)
-        idx = np.arange(first_real, stop) % cap
-        out[:, first_real - start :] = self._columns[:, idx]
+        if first_real < stop:  # else the whole window lies before the stream
+            out[:, first_real - start :] = self._columns.read(first_real, stop)
         return out

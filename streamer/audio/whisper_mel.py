@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.audio.mel import periodic_hann, slaney_filterbank
-from streamer.errors import AudioGoneError
+from streamer.audio.stft import ColumnRing, StreamingFrames, samples_needed
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -81,64 +81,32 @@ class StreamingWhisperMel:
 
     def __init__(self, capacity_columns: int) -> None:
         self.capacity_columns = capacity_columns
-        self._columns = np.zeros((N_MELS, capacity_columns))
-        self._ready = 0  # columns computed
-        self._pushed = 0  # samples pushed
-        self._pending = np.zeros(0)  # samples from `_pending_start` on
-        self._pending_start = 0
+        self._frames = StreamingFrames(N_FFT, HOP_SAMPLES)
+        self._columns = ColumnRing(N_MELS, capacity_columns, np.float64)
 
     @property
     def columns_ready(self) -> int:
-        return self._ready
+        return self._columns.count
 
     @property
     def samples_pushed(self) -> int:
-        return self._pushed
+        return self._frames.samples_pushed
 
     @staticmethod
     def samples_needed(columns: int) -> int:
         """Samples that complete the first ``columns`` columns."""
-        return max(N_FFT // 2 + 1, HOP_SAMPLES * (columns - 1) + N_FFT // 2)
+        return samples_needed(columns, N_FFT, HOP_SAMPLES)
 
     def push(self, samples: npt.ArrayLike) -> None:
         """Append the stream's next samples; computes every column they complete."""
-        x = np.asarray(samples, dtype=np.float64).reshape(-1)
-        self._pending = np.concatenate([self._pending, x])
-        self._pushed += x.shape[0]
-        if self._pushed <= N_FFT // 2:
-            return
-        stop = (self._pushed - N_FFT // 2) // HOP_SAMPLES + 1  # columns complete after this
-        if stop <= self._ready:
-            return
-        if self._ready < 2:  # the stream's start, reflected as offline (`np.pad` reflect)
-            head = self._pending[1 : N_FFT // 2 + 1][::-1]
-            padded, first = np.concatenate([head, self._pending]), -(N_FFT // 2)
-        else:
-            padded, first = self._pending, self._pending_start
-        lo = HOP_SAMPLES * self._ready - N_FFT // 2 - first
-        hi = HOP_SAMPLES * (stop - 1) + N_FFT // 2 - first
-        frames = np.lib.stride_tricks.sliding_window_view(padded[lo:hi], N_FFT)[::HOP_SAMPLES]
-        new = _log10_mel_of_frames(frames)
-        slots = np.arange(self._ready, stop) % self.capacity_columns
-        self._columns[:, slots] = new
-        self._ready = stop
-        if stop >= 2:  # keep what the next column reads: from 160 t - 200 on
-            keep_from = HOP_SAMPLES * stop - N_FFT // 2
-            self._pending = self._pending[keep_from - self._pending_start :]
-            self._pending_start = keep_from
+        frames = self._frames.push(samples)
+        if frames.shape[0]:
+            self._columns.append(_log10_mel_of_frames(frames))
 
     def read(self, start: int, stop: int) -> F64:
         """Columns ``[start, stop)``, float64 ``[80, stop - start]`` (a copy). Raises
         ValueError for columns not computed yet, AudioGoneError for overwritten ones."""
-        if stop > self._ready or start > stop or start < 0:
-            raise ValueError(f"columns [{start}, {stop}) not ready ({self._ready} computed)")
-        if start < self._ready - self.capacity_columns:
-            raise AudioGoneError(
-                f"mel column {start} is gone: {self.capacity_columns} columns are kept"
-            )
-        slots = np.arange(start, stop) % self.capacity_columns
-        out: F64 = self._columns[:, slots]
-        return out
+        return np.asarray(self._columns.read(start, stop), np.float64)
 
 
 def normalise(log10_mel: F64, peak: float) -> F32:
