@@ -37,7 +37,7 @@ def test_bench_model_runs_from_the_cli(capsys: pytest.CaptureFixture[str]) -> No
 def test_builtin_is_built_in_memory_when_the_file_is_absent(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(engine_session, "default_builtin_path", lambda: tmp_path / "none.onnx")
+    monkeypatch.setattr(engine_session, "builtin_model_path", lambda: tmp_path / "none.onnx")
     engine = LipSyncEngine()
     assert engine.info.source == "builtin"
     assert len(builtin_model_bytes()) > 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +224,20 @@ def test_fp16_conversion_is_checked(tmp_path: Path) -> None:
     crops = np.full((1, 32, 32, 3), 200, dtype=np.uint8)
     out = engine.generate(np.full((1, 80, 16), 30.0, np.float32), crops)
     assert np.abs(out.astype(int) - 200).max() <= 1
+
+
+def test_loading_a_model_to_serve_or_render_does_not_import_onnx() -> None:
+    # The contract is read from the onnxruntime session: the onnx package (~0.7 s to import
+    # here) stays out of `serve` and `render`. A fresh interpreter, as the commands start.
+    code = (
+        "import sys\n"
+        "from streamer.engine import EngineOptions, LipSyncEngine\n"
+        "import streamer.offline.render, streamer.offline.cli, streamer.server.media.runtime\n"
+        "engine = LipSyncEngine(options=EngineOptions(providers=('CPUExecutionProvider',)))\n"
+        "assert engine.info.name == 'builtin', engine.info\n"
+        "print(sorted(m for m in sys.modules if m == 'onnx' or m.startswith('onnx.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout

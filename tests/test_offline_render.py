@@ -224,3 +224,8 @@ def test_bench_render_reports_multiples_of_real_time(capsys: pytest.CaptureFixtu
     assert frames == 50
     assert fps == pytest.approx(frames / seconds, rel=0.02)
     assert float(speed.strip("*x")) == pytest.approx(2.0 / seconds, rel=0.02)
+    # The render command as a user runs it, in its own process: the same 50 frames written.
+    e2e = next(line for line in out.splitlines() if line.startswith("| render command"))
+    cells = [c.strip() for c in e2e.strip("|").split("|")]
+    assert int(cells[3]) == 50
+    assert float(cells[6].strip("*x")) == pytest.approx(2.0 / float(cells[4]), rel=0.02)

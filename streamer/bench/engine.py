@@ -86,11 +86,11 @@ def _onnx_rows(
             note = ""
             if fp16:
                 from streamer.engine.fp16 import convert_to_fp16, fp16_max_abs_error
-                from streamer.engine.metadata import read_contract
+                from streamer.engine.metadata import read_contract, view_of_proto
                 from streamer.engine.session import load_model_proto
 
                 proto, _ = load_model_proto(path)
-                contract = read_contract(proto, name)
+                contract = read_contract(view_of_proto(proto), name)
                 half = convert_to_fp16(proto)
                 error = fp16_max_abs_error(proto, half, contract)
                 note = f"fp16 max abs err {error:.4f}"

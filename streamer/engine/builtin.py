@@ -40,12 +40,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from streamer.audio.mel import FMAX_HZ, N_MELS, WINDOW_COLUMNS, mel_basis
 from streamer.crop import MOUTH_CENTER_X, MOUTH_CENTER_Y, MOUTH_WIDTH, CropConvention
+from streamer.engine.metadata import BUILTIN_MODEL_NAME
 from streamer.resources import builtin_model_path
 
 F32 = npt.NDArray[np.float32]
 
 BUILTIN_FACE_SIZE_PX = 128
-BUILTIN_MODEL_NAME = "builtin"
 BUILTIN_VERSION = "3"
 OPSET = 17
 IR_VERSION = 8  # readable by every onnxruntime the project supports (>= 1.20)

@@ -18,17 +18,26 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
 
 from streamer.audio.mel import N_MELS, WINDOW_COLUMNS
-from streamer.engine.builtin import BUILTIN_MODEL_NAME, builtin_model_bytes, default_builtin_path
-from streamer.engine.metadata import ModelInfo, read_contract
+from streamer.engine.metadata import (
+    BUILTIN_MODEL_NAME,
+    ModelInfo,
+    read_contract,
+    view_of_proto,
+    view_of_session,
+)
 from streamer.errors import ModelError
+from streamer.resources import builtin_model_path
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -160,23 +169,40 @@ def session_options(options: EngineOptions) -> ort.SessionOptions:
     return so
 
 
-def load_model_proto(model: Path | None) -> tuple[onnx.ModelProto, str]:
-    """The model's graph and its source ("builtin" or the path). Raises :class:`ModelError`."""
+def read_model_bytes(model: Path | None) -> tuple[bytes, str]:
+    """The model's serialised graph and its source ("builtin" or the path). The built-in
+    model is ``models/builtin.onnx``, or built in memory where that file is missing. Raises
+    :class:`ModelError` for a file that cannot be read."""
     if model is None:
-        path = default_builtin_path()
-        data = path.read_bytes() if path.is_file() else builtin_model_bytes()
-        return onnx.load_from_string(data), BUILTIN_MODEL_NAME
+        path = builtin_model_path()
+        if path.is_file():
+            return path.read_bytes(), BUILTIN_MODEL_NAME
+        from streamer.engine.builtin import builtin_model_bytes
+
+        return builtin_model_bytes(), BUILTIN_MODEL_NAME
     try:
-        data = model.read_bytes()
+        return model.read_bytes(), str(model)
     except OSError as exc:
         raise ModelError(f"cannot read model {str(model)!r}: {exc.strerror or exc}") from exc
+
+
+def parse_model(data: bytes, source: str) -> onnx.ModelProto:
+    """``data`` as an ``onnx.ModelProto`` (imports onnx). Raises :class:`ModelError`."""
+    import onnx
+
     try:
         proto = onnx.load_from_string(data)
     except Exception as exc:  # protobuf raises DecodeError and friends
-        raise ModelError(f"{str(model)!r} is not an ONNX model") from exc
+        raise ModelError(f"{source!r} is not an ONNX model") from exc
     if not proto.graph.node:
-        raise ModelError(f"{str(model)!r} is not an ONNX model (no graph)")
-    return proto, str(model)
+        raise ModelError(f"{source!r} is not an ONNX model (no graph)")
+    return proto
+
+
+def load_model_proto(model: Path | None) -> tuple[onnx.ModelProto, str]:
+    """The model's graph and its source ("builtin" or the path). Raises :class:`ModelError`."""
+    data, source = read_model_bytes(model)
+    return parse_model(data, source), source
 
 
 def face_input(crops: U8) -> F32:
@@ -203,14 +229,18 @@ class LipSyncEngine:
 
     def __init__(self, model: Path | None = None, options: EngineOptions = EngineOptions()) -> None:
         self.options = options
-        proto, source = load_model_proto(model)
+        data, source = read_model_bytes(model)
         default_name = BUILTIN_MODEL_NAME if model is None else model.stem
-        contract = read_contract(proto, default_name)
         if options.fp16:
             from streamer.engine.fp16 import convert_checked
 
+            proto = parse_model(data, source)
+            contract = read_contract(view_of_proto(proto), default_name)
             proto = convert_checked(proto, contract, providers=resolve_providers(options.providers))
-        self._session = self._create_session(proto.SerializeToString(), options, source)
+            data = proto.SerializeToString()
+        # The contract is read from the loaded session: serving never imports onnx.
+        self._session = self._create_session(data, options, source)
+        contract = read_contract(view_of_session(self._session), default_name)
         loaded = tuple(self._session.get_providers())
         self.info = ModelInfo(
             name=contract.name,
@@ -236,6 +266,8 @@ class LipSyncEngine:
             session = ort.InferenceSession(
                 data, sess_options=session_options(options), providers=providers
             )
+        except InvalidProtobuf as exc:
+            raise ModelError(f"{source!r} is not an ONNX model") from exc
         except (
             Exception
         ) as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
