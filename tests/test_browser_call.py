@@ -59,6 +59,18 @@ VIDEO_STATS = """
 """
 
 
+AUDIO_STATS = """
+(async () => {
+  let a = null;
+  (await window.avatarPc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") a = r;
+  });
+  return a && { samples: a.totalSamplesReceived || 0, concealed: a.concealedSamples || 0,
+                energy: a.totalAudioEnergy || 0, t: performance.now() };
+})()
+"""
+
+
 async def test_call_page_decodes_25_fps_without_freezes(url: str, tmp_path: Path) -> None:
     wav = tmp_path / "voice.wav"
     write_wav(wav, spoken_clip(48_000), 48_000)
@@ -69,9 +81,9 @@ async def test_call_page_decodes_25_fps_without_freezes(url: str, tmp_path: Path
         await page.wait_for("document.getElementById('status').textContent === 'live'", 15)
         await page.wait_for("document.getElementById('video').videoWidth > 0", 10)
         await asyncio.sleep(2.0)  # let the decoder and jitter buffer settle
-        first = await page.evaluate(VIDEO_STATS)
+        first, heard0 = await page.evaluate(VIDEO_STATS), await page.evaluate(AUDIO_STATS)
         await asyncio.sleep(10.0)
-        last = await page.evaluate(VIDEO_STATS)
+        last, heard = await page.evaluate(VIDEO_STATS), await page.evaluate(AUDIO_STATS)
         overlay = await page.evaluate("document.getElementById('stats').textContent")
         playout = await page.evaluate("window.avatarPlayout")
         if UPDATE_IMAGES:
@@ -83,6 +95,13 @@ async def test_call_page_decodes_25_fps_without_freezes(url: str, tmp_path: Path
     assert abs(fps - 25.0) <= 1.0, fps
     assert last["freezeCount"] - first["freezeCount"] == 0
     assert last["frameWidth"] == 512
+    # The server's own Opus (mono, as played) decodes in the browser: 48,000 samples a second
+    # played, nearly none of them concealed, and the speech it returned carries energy.
+    samples = heard["samples"] - heard0["samples"]
+    seconds = (heard["t"] - heard0["t"]) / 1000
+    assert abs(samples / seconds - 48_000) <= 2_400, samples / seconds
+    assert heard["concealed"] - heard0["concealed"] <= 0.05 * samples, heard
+    assert heard["energy"] > heard0["energy"], heard
     assert "fps" in overlay
     # The server's playout buffer, as the overlay shows it (GET /sessions/{id}).
     assert "server delay" in overlay

@@ -73,6 +73,8 @@ async def test_a_call_encodes_once_with_its_viewers_pli_and_remb(server, runtime
         sender = _server_video_sender(session.pc)
         encoder = session.video.encoder
         keyframes = encoder.keyframes
+        sound0, heard0 = session.audio.encoder.frames, len(peer.received.audio_pcm)
+        produced0 = encoder.frames
         # A real PLI from the client's receiver, over RTCP.
         await _client_video_receiver(peer.pc)._send_rtcp_pli(sender._ssrc)
         await asyncio.sleep(0.5)
@@ -88,8 +90,14 @@ async def test_a_call_encodes_once_with_its_viewers_pli_and_remb(server, runtime
         # aiortc's sender only packetised: its own encoder never opened a codec.
         assert sender._RTCRtpSender__encoder.codec is None
         frames = len(peer.received.video_at_s)
+        sound, produced = session.audio.encoder.frames - sound0, encoder.frames - produced0
+        heard = len(peer.received.audio_pcm) - heard0
         await peer.aclose(http)
     assert frames >= 75  # 3.5 s at 25 fps, all decoded by the client
+    # The call's sound: Opus encoded by the server, two 20 ms frames per video frame, all of
+    # it decoded by the client (~50 packets a second for the 1.5 s).
+    assert abs(sound - 2 * produced) <= 4, (sound, produced)
+    assert heard >= 65, heard
 
 
 async def test_ten_viewers_of_a_channel_share_one_encoder_each_for_video_and_sound(

@@ -15,7 +15,7 @@ from streamer.server.media.encoder import VideoEncoderSettings
 from streamer.server.media.peer import ServerPeer
 from streamer.server.media.tracks import (
     VIDEO_PTS_PER_FRAME_25FPS,
-    AvatarAudioTrack,
+    EncodingAudioTrack,
     EncodingVideoTrack,
 )
 
@@ -37,13 +37,13 @@ class Session(ServerPeer):
         video: VideoEncoderSettings,
     ) -> None:
         self.video: EncodingVideoTrack
-        self.audio: AvatarAudioTrack
+        self.audio: EncodingAudioTrack
         super().__init__(
             session_id,
             pc,
             f"session {session_id}",
             EncodingVideoTrack(video, clock),
-            AvatarAudioTrack(),
+            EncodingAudioTrack(),
         )
         self._avatar = avatar
         self._pipeline = pipeline

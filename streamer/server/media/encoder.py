@@ -182,3 +182,47 @@ class VideoEncoder:
         context.thread_count = s.threads
         context.open()
         return context
+
+
+OPUS_RATE_HZ = 48_000
+OPUS_TIME_BASE = fractions.Fraction(1, OPUS_RATE_HZ)
+
+
+class OpusEncoder:
+    """Opus as WebRTC sends it, from the playout's 48 kHz mono s16 frames: one packet per
+    20 ms frame, its pts continuous in RTP time (as aiortc's own encoder keeps it).
+
+    aiortc's sender, handed frames, resamples each to stereo and encodes both channels of the
+    same mono voice; handed these packets it only packetises them. Packets go without the
+    audio-level header extension (aiortc computes it only from frames).
+    """
+
+    def __init__(self, bitrate_bps: int = 64_000) -> None:
+        self._bitrate_bps = bitrate_bps
+        self._context: av.AudioCodecContext | None = None
+        self._next_pts = 0
+        self.frames = 0
+
+    def encode(self, frame: av.AudioFrame) -> list[Packet]:
+        if self._context is None:
+            self._context = self._open()
+        self.frames += 1
+        packets = self._context.encode(frame)
+        for packet in packets:
+            packet.pts, packet.time_base = self._next_pts, OPUS_TIME_BASE
+            self._next_pts += frame.samples
+        return packets
+
+    def close(self) -> None:
+        self._context = None
+
+    def _open(self) -> av.AudioCodecContext:
+        context = av.CodecContext.create("libopus", "w")
+        context.bit_rate = self._bitrate_bps
+        context.format = "s16"
+        context.layout = "mono"
+        context.sample_rate = OPUS_RATE_HZ
+        context.time_base = OPUS_TIME_BASE
+        context.options = {"application": "voip", "frame_duration": "20"}
+        context.open()
+        return context

@@ -30,7 +30,6 @@ audio-level header extension (aiortc computes it only from frames).
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 
 import av
@@ -39,7 +38,7 @@ import numpy.typing as npt
 from aiortc import RTCRtpSender
 
 from streamer.server.media.clock import Clock
-from streamer.server.media.encoder import VideoEncoder, VideoEncoderSettings
+from streamer.server.media.encoder import OpusEncoder, VideoEncoder, VideoEncoderSettings
 from streamer.server.media.send import on_keyframe_request, remb_target_bps
 from streamer.server.media.tracks import AudioPacketTrack, PacketTrack
 from streamer.tasks import DropOldestQueue, cancel_and_wait
@@ -146,19 +145,12 @@ class ChannelVideo:
                     track.put(packet)
 
 
-OPUS_RATE_HZ = 48_000
-OPUS_TIME_BASE = fractions.Fraction(1, OPUS_RATE_HZ)
-
-
 class ChannelAudio:
     """One Opus encoder for a channel's sound (48 kHz mono, 20 ms frames), fanned out."""
 
     def __init__(self, bitrate_bps: int = 64_000) -> None:
-        self._bitrate_bps = bitrate_bps
-        self._context: av.AudioCodecContext | None = None
+        self._encoder = OpusEncoder(bitrate_bps)
         self._tracks: set[AudioPacketTrack] = set()
-        self._next_pts = 0  # RTP time: continuous, as aiortc's own encoder keeps it
-        self.frames = 0
 
     def new_track(self) -> AudioPacketTrack:
         return AudioPacketTrack()
@@ -173,26 +165,15 @@ class ChannelAudio:
         """This tick's 20 ms frames (48 kHz mono s16); not encoded while no one listens."""
         if not self._tracks:
             return
-        if self._context is None:
-            self._context = self._open()
         for frame in frames:
-            self.frames += 1
-            for packet in self._context.encode(frame):
-                packet.pts, packet.time_base = self._next_pts, OPUS_TIME_BASE
-                self._next_pts += frame.samples
+            for packet in self._encoder.encode(frame):
                 for track in self._tracks:
                     track.put(packet)
 
-    def close(self) -> None:
-        self._context = None
+    @property
+    def frames(self) -> int:
+        """20 ms frames encoded so far."""
+        return self._encoder.frames
 
-    def _open(self) -> av.AudioCodecContext:
-        context = av.CodecContext.create("libopus", "w")
-        context.bit_rate = self._bitrate_bps
-        context.format = "s16"
-        context.layout = "mono"
-        context.sample_rate = OPUS_RATE_HZ
-        context.time_base = OPUS_TIME_BASE
-        context.options = {"application": "voip", "frame_duration": "20"}
-        context.open()
-        return context
+    def close(self) -> None:
+        self._encoder.close()

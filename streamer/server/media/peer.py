@@ -33,7 +33,7 @@ from streamer.server.media.ice import TurnConfig
 from streamer.server.media.sdp import BadOfferError
 from streamer.server.media.tracks import (
     AudioPacketTrack,
-    AvatarAudioTrack,
+    EncodingAudioTrack,
     EncodingVideoTrack,
     PacketTrack,
     wait_sent,
@@ -66,7 +66,7 @@ class ServerPeer:
         pc: RTCPeerConnection,
         label: str,
         video: EncodingVideoTrack | PacketTrack,
-        audio: AvatarAudioTrack | AudioPacketTrack,
+        audio: EncodingAudioTrack | AudioPacketTrack,
     ) -> None:
         self.peer_id = peer_id
         self.pc = pc

@@ -10,7 +10,9 @@ be flushed before the peer closes.
 Video goes to the sender encoded (:mod:`~streamer.server.media.encoder`), so aiortc only
 packetises it: a call's :class:`EncodingVideoTrack` encodes its own frames; a channel encodes
 once for all its viewers, each of which reads a :class:`PacketTrack`
-(:mod:`~streamer.server.media.fanout`). Audio goes as frames (aiortc's Opus encoder).
+(:mod:`~streamer.server.media.fanout`). Audio goes encoded too: a call's
+:class:`EncodingAudioTrack` encodes its own Opus, a channel's viewers read an
+:class:`AudioPacketTrack` of the channel's one encoder.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from streamer.server.media.clock import Clock
-from streamer.server.media.encoder import VideoEncoder, VideoEncoderSettings
+from streamer.server.media.encoder import OpusEncoder, VideoEncoder, VideoEncoderSettings
 
 if TYPE_CHECKING:
     from streamer.server.media.encoder import Packet
@@ -178,17 +180,27 @@ class AudioPacketTrack(_QueueTrack["Packet"]):
         return await self._next()
 
 
-class AvatarAudioTrack(_QueueTrack[av.AudioFrame]):
+class EncodingAudioTrack(_QueueTrack["Packet"]):
+    """A call's audio: its frames Opus-encoded here, as they are pushed (on the event loop:
+    ~0.1 ms a 20 ms frame), so the sender only packetises them. Each packet stands alone, so a
+    full queue drops the oldest (counted) like a frame track."""
+
     kind = "audio"
 
     def __init__(self, maxsize: int = 6) -> None:
         super().__init__(maxsize)
+        self.encoder = OpusEncoder()
 
     def push(self, frames: list[av.AudioFrame]) -> None:
         for frame in frames:
-            self._put(frame)
+            for packet in self.encoder.encode(frame):
+                self._put(packet)
 
-    async def recv(self) -> av.AudioFrame:
+    def stop(self) -> None:
+        super().stop()
+        self.encoder.close()
+
+    async def recv(self) -> Packet:
         return await self._next()
 
 
