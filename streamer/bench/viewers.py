@@ -1,9 +1,11 @@
 """``bench viewers``: many WHEP viewers of one channel against a real server: fps and CPU each.
 
 The server runs as its own process (:mod:`streamer.bench.served`); the viewers are real aiortc
-peers in this process, light ones (:mod:`streamer.probe.light_receiver`): every packet crosses
-their whole receive path, but only video keyframes are decoded (to check the picture), so fifty
-of them still leave the machine to the server. One channel, driven by the soak's spoken clip
+peers, light ones (:mod:`streamer.probe.light_receiver`): every packet crosses their whole
+receive path, but only video keyframes are decoded (to check the picture), so fifty of them
+still leave the machine to the server. They run in this process, or with
+``--client-processes P`` spread over P worker processes
+(:mod:`streamer.bench.viewer_clients`): one asyncio process cannot receive fifty. One channel, driven by the soak's spoken clip
 uploaded to ``/channels/{name}/speak`` (so the model runs every tick, not only idle frames).
 
 Per row (a number of viewers): the server's CPU over the measured window, the frames each
@@ -21,18 +23,22 @@ import time
 from typing import Any
 
 import aiohttp
-import av
 import numpy as np
 
 from streamer.bench.served import cpu_s, serve
+from streamer.bench.viewer_clients import (
+    CHANNEL,
+    ClientProcess,
+    CountingViewer,
+    fps_in,
+    picture,
+    split,
+)
 from streamer.client_auth import server_session
 from streamer.probe import promtext
 from streamer.probe.clip import make_clip, wav_bytes
 from streamer.probe.light_receiver import Decoded, light_decoding
 from streamer.probe.report import write_section
-from streamer.probe.viewer import WhepViewer
-
-CHANNEL = "bench"
 
 
 def register(kinds: Any) -> None:
@@ -41,22 +47,15 @@ def register(kinds: Any) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="measured time per row")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     p.add_argument("--codec", choices=("vp8", "h264"), default="vp8")
+    p.add_argument(
+        "--client-processes",
+        type=int,
+        default=0,
+        help="run the viewers in this many worker processes (0: in this one); one process "
+        "cannot keep up with fifty viewers",
+    )
     p.add_argument("--no-record", action="store_true", help="print only")
     p.set_defaults(func=_run)
-
-
-class CountingViewer(WhepViewer):
-    """A WHEP viewer that keeps arrival times only (its decoders are light ones)."""
-
-    def __init__(self, base_url: str) -> None:
-        super().__init__(base_url, CHANNEL, keep_frames=False)
-        self.audio_frames = 0
-
-    def on_video(self, frame: av.VideoFrame, at_s: float) -> None:
-        self.received.video_at_s.append(at_s)
-
-    def on_audio(self, frame: av.AudioFrame, at_s: float) -> None:
-        self.audio_frames += 1
 
 
 def _looped(pcm: np.ndarray, seconds: float) -> np.ndarray:
@@ -101,16 +100,7 @@ async def _row(
             await viewer.aclose(http)
         async with http.post(f"{url}/channels/{CHANNEL}/interrupt"):
             pass
-    fps = [
-        float(
-            np.count_nonzero(
-                (np.asarray(v.received.video_at_s) >= t0) & (np.asarray(v.received.video_at_s) < t1)
-            )
-        )
-        / (t1 - t0)
-        for v in viewers
-    ]
-    image = decoded.last_keyframe_bgr
+    fps = fps_in(viewers, t0, t1)
     return {
         "viewers": n,
         "fps_min": min(fps),
@@ -120,14 +110,58 @@ async def _row(
         "keyframes": decoded.keyframes - keyframes0,
         "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
         "client_cpu_pct": 100 * (client1 - client0) / (t1 - t0),
-        "picture": "n/a"
-        if image is None
-        else f"{image.shape[1]}x{image.shape[0]}, std {float(image.std()):.0f}",
+        "picture": picture(decoded),
+    }
+
+
+async def _row_in_processes(
+    http: aiohttp.ClientSession,
+    url: str,
+    pid: int,
+    n: int,
+    wav: bytes,
+    seconds: float,
+    warmup: float,
+    processes: int,
+) -> dict[str, Any]:
+    """A row whose viewers run in worker processes (:mod:`streamer.bench.viewer_clients`)."""
+    clients: list[ClientProcess] = []
+    try:
+        for share in split(n, processes):
+            clients.append(await ClientProcess.start(url, share))
+        await _speak(http, url, wav)
+        await asyncio.sleep(warmup)
+        async with http.get(f"{url}/metrics") as r:
+            before = promtext.parse(await r.text())
+        cpu0, t0 = cpu_s(pid), time.monotonic()
+        for client in clients:
+            client.measure(t0, t0 + seconds)
+        await asyncio.sleep(seconds)
+        cpu1, t1 = cpu_s(pid), time.monotonic()
+        async with http.get(f"{url}/metrics") as r:
+            after = promtext.parse(await r.text())
+        results = [await client.result(timeout_s=60.0) for client in clients]
+    finally:
+        for client in clients:
+            await client.aclose()
+        async with http.post(f"{url}/channels/{CHANNEL}/interrupt"):
+            pass
+    fps = [f for r in results for f in r["fps"]]
+    return {
+        "viewers": n,
+        "fps_min": min(fps),
+        "fps_mean": float(np.mean(fps)),
+        "late_ticks": promtext.value(after, "avatar_ticks_late_total")
+        - promtext.value(before, "avatar_ticks_late_total"),
+        "keyframes": sum(r["keyframes"] for r in results),
+        "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "client_cpu_pct": 100 * sum(r["cpu_s"] for r in results) / seconds,
+        "picture": results[-1]["picture"],
     }
 
 
 async def measure(
-    counts: list[int], seconds: float, warmup: float, codec: str
+    counts: list[int], seconds: float, warmup: float, codec: str, processes: int = 0
 ) -> list[dict[str, Any]]:
     loop = asyncio.get_running_loop()
     clip = await loop.run_in_executor(None, make_clip, None)
@@ -138,9 +172,13 @@ async def measure(
     with light_decoding() as decoded:
         async with server_session() as http, serve(http, *args) as served:
             for n in counts:
-                results.append(
-                    await _row(http, served.url, served.pid, n, wav, seconds, warmup, decoded)
-                )
+                if processes > 0:
+                    row = await _row_in_processes(
+                        http, served.url, served.pid, n, wav, seconds, warmup, processes
+                    )
+                else:
+                    row = await _row(http, served.url, served.pid, n, wav, seconds, warmup, decoded)
+                results.append(row)
                 print(_line(results[-1], results[0]), flush=True)
     return results
 
@@ -175,7 +213,8 @@ COLUMNS = (
     "- server CPU: the server's process time over wall time (100 % = one core).",
     "- server CPU per extra viewer: (server CPU - the first row's) / (viewers - the first "
     "row's), in % of one core.",
-    "- client peers CPU: the same for this process, which runs every viewer.",
+    "- client peers CPU: the same for the processes that run the viewers (this one, or the "
+    "`--client-processes` workers together).",
     "- last keyframe: the size and pixel standard deviation of the last keyframe decoded (a "
     "blank or broken picture reads ~0).",
 )
@@ -184,7 +223,9 @@ COLUMNS = (
 def _run(args: argparse.Namespace) -> int:
     counts = [int(c) for c in args.viewers.split(",") if c.strip()]
     print(HEADER, flush=True)
-    results = asyncio.run(measure(counts, args.seconds, args.warmup, args.codec))
+    results = asyncio.run(
+        measure(counts, args.seconds, args.warmup, args.codec, args.client_processes)
+    )
     body = (
         "Server: `avatar-streamer serve` in its own process (built-in model, default 512x512 "
         f"avatar, {args.codec.upper()}), one channel driven by the soak's spoken clip (uploaded "
@@ -202,5 +243,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         if args.codec != "vp8":
             command += f" --codec {args.codec}"
+        if args.client_processes:
+            command += f" --client-processes {args.client_processes}"
         write_section("viewers", "Channel viewers: fps and server CPU per viewer", command, body)
     return 0 if all(r["fps_min"] >= 24.5 for r in results) else 1
