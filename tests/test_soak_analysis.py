@@ -94,6 +94,12 @@ def test_a_freeze_the_clients_own_stall_explains_is_counted_apart() -> None:
     assert series["freeze_client"] == [True, False]
     alone, _ = peer_figures(rec, 1000.0, 1060.0, AnalysisOptions(warmup_s=5.0))
     assert (alone.freezes, alone.freezes_client) == (2, 0)
+    # The machine seen resuming from its host's pause at the second freeze's end: that one is
+    # the machine's (and a pause seen 10 s away from both explains nothing).
+    paused = np.array([1040.3, 1030.0])
+    fig, series = peer_figures(rec, 1000.0, 1060.0, AnalysisOptions(warmup_s=5.0), stalls, paused)
+    assert (fig.freezes, fig.freezes_client, fig.freezes_machine) == (0, 1, 1)
+    assert series["freeze_machine"] == [False, True]
 
 
 def test_lost_frames_come_from_pts_steps() -> None:
@@ -176,6 +182,7 @@ def figures(**changes: float) -> PeerFigures:
         freezes=0,
         longest_freeze_ms=0.0,
         freezes_client=0,
+        freezes_machine=0,
         long_gaps=0,
         frames_lost=0,
         mouth_to_lips_p50_ms=200.0,

@@ -8,14 +8,18 @@ import asyncio
 import time
 from collections import deque
 
+import pytest
+
 from streamer.probe.playout_metrics import Playout
+from streamer.soak import runner
 from streamer.soak.runner import ServerSample, _watch_own_loop, excusing_stalls
 from streamer.tasks import cancel_and_wait
 
 
 async def test_the_watcher_records_a_blocked_loop_and_nothing_else() -> None:
     stalls: deque[tuple[float, float]] = deque(maxlen=10)
-    watcher = asyncio.create_task(_watch_own_loop(stalls, 0.030))
+    pauses: deque[tuple[float, float]] = deque(maxlen=10)
+    watcher = asyncio.create_task(_watch_own_loop(stalls, pauses, 0.030))
     await asyncio.sleep(0.3)
     quiet = list(stalls)
     blocked_at = time.monotonic()
@@ -27,6 +31,29 @@ async def test_the_watcher_records_a_blocked_loop_and_nothing_else() -> None:
     start, end = stall
     assert blocked_at - 0.025 <= start <= blocked_at + 0.025
     assert 0.12 <= end - start <= 0.2
+    assert list(pauses) == []  # a stalled process is no pause of the machine
+
+
+async def test_the_watcher_sees_the_machine_resume_from_a_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A host that stops its VM: on resume the wall clock has moved on 35 s, the monotonic
+    # clock has not. The wall clock is the seam faked here.
+    real_time = time.time
+    jump_s = 0.0
+    monkeypatch.setattr(runner.time, "time", lambda: real_time() + jump_s)
+    stalls: deque[tuple[float, float]] = deque(maxlen=10)
+    pauses: deque[tuple[float, float]] = deque(maxlen=10)
+    watcher = asyncio.create_task(_watch_own_loop(stalls, pauses, 0.030))
+    await asyncio.sleep(0.2)
+    resumed_at = time.monotonic()
+    jump_s = 35.0
+    await asyncio.sleep(0.2)
+    await cancel_and_wait(watcher)
+    (pause,) = pauses
+    assert resumed_at <= pause[0] <= resumed_at + 0.1
+    assert pause[1] == pytest.approx(35.0, abs=0.01)
+    assert list(stalls) == []
 
 
 def sample(t_s: float, late_ticks: float) -> ServerSample:

@@ -5,8 +5,9 @@ peers, light ones (:mod:`streamer.probe.light_receiver`): every packet crosses t
 receive path, but only video keyframes are decoded (to check the picture), so fifty of them
 still leave the machine to the server. They run in this process, or with
 ``--client-processes P`` spread over P worker processes
-(:mod:`streamer.bench.viewer_clients`): one asyncio process cannot receive fifty. One channel, driven by the soak's spoken clip
-uploaded to ``/channels/{name}/speak`` (so the model runs every tick, not only idle frames).
+(:mod:`streamer.bench.viewer_clients`): one asyncio process cannot receive fifty. One
+channel, driven by the soak's spoken clip uploaded to ``/channels/{name}/speak`` (so the model
+runs every tick, not only idle frames).
 
 Per row (a number of viewers): the server's CPU over the measured window, the frames each
 viewer received per second (the slowest and the mean), late ticks, and, against the first row,

@@ -100,6 +100,11 @@ def fps_series(times_s: F64, start_s: float, end_s: float, window_s: float) -> t
     return edges + window_s / 2, np.asarray(counts, np.float64) / window_s
 
 
+# A machine pause is seen by the first wake-up after it; a freeze that ends up to this long
+# before that wake-up (or starts this long after it) is still across it.
+MACHINE_PAUSE_SLACK_S = 0.5
+
+
 def gaps(times_s: F64) -> F64:
     return np.diff(times_s) if times_s.size > 1 else np.zeros(0)
 
@@ -240,6 +245,7 @@ class PeerFigures:
     freezes: int  # as browsers count them, less those the client's own stalls explain
     longest_freeze_ms: float
     freezes_client: int  # freezes that the client process's own stalls explain
+    freezes_machine: int  # freezes across a pause of the whole machine (its host stopped it)
     long_gaps: int  # gaps over min(3 x the mean, 150 ms): the soak's first, stricter count
     frames_lost: int
     mouth_to_lips_p50_ms: float
@@ -268,12 +274,16 @@ def peer_figures(
     run_end_s: float,
     options: AnalysisOptions,
     client_stalls: F64 | None = None,
+    machine_pauses_s: F64 | None = None,
 ) -> tuple[PeerFigures, dict[str, list[float]]]:
     """The figures of one peer and its series over time (seconds since the run's start).
 
     ``client_stalls`` are the measuring process's own stalls, rows of [start, end) on the
     record's clock: a freeze that would not be one without the stalled time inside it is the
     client's, counted apart (a real viewer's machine is not the one measuring).
+    ``machine_pauses_s`` are the times (the record's clock) at which the whole machine was
+    seen resuming from a pause of its host (wall time moved on, the monotonic clock did not):
+    a freeze across one is the machine's, counted apart too.
     """
     vt = np.asarray(record.video_at_s, np.float64)
     steady_s = run_start_s + options.warmup_s
@@ -286,9 +296,19 @@ def peer_figures(
     frozen_at = np.flatnonzero(g >= limits)
     gap_end_s = vt[steady][1:]
     stalls = np.zeros((0, 2)) if client_stalls is None else client_stalls
-    covered = stalled_s(gap_end_s[frozen_at] - g[frozen_at], gap_end_s[frozen_at], stalls)
-    client = g[frozen_at] - covered < limits[frozen_at]
-    frozen = g[frozen_at[~client]]
+    gap_start_s = gap_end_s[frozen_at] - g[frozen_at]
+    pauses = np.zeros(0) if machine_pauses_s is None else machine_pauses_s
+    slack = MACHINE_PAUSE_SLACK_S
+    machine = np.array(
+        [
+            bool(np.any((pauses >= a - slack) & (pauses <= b + slack)))
+            for a, b in zip(gap_start_s, gap_end_s[frozen_at], strict=True)
+        ],
+        dtype=bool,
+    )
+    covered = stalled_s(gap_start_s, gap_end_s[frozen_at], stalls)
+    client = ~machine & (g[frozen_at] - covered < limits[frozen_at])
+    frozen = g[frozen_at[~client & ~machine]]
     mouth = np.asarray(record.mouth, np.float64)
     threshold = mouth_threshold(mouth, options.mouth_open_fraction) if mouth.size else math.nan
     onsets = np.asarray(record.onsets_sent_at_s, np.float64)
@@ -317,6 +337,7 @@ def peer_figures(
         freezes=int(frozen.size),
         longest_freeze_ms=float(frozen.max() * 1e3) if frozen.size else 0.0,
         freezes_client=int(client.sum()),
+        freezes_machine=int(machine.sum()),
         long_gaps=int(long_gaps(g, options.long_gap_factor, options.long_gap_s).size),
         frames_lost=frames_lost(np.asarray(record.video_pts, np.int64)[steady]),
         mouth_to_lips_p50_ms=_q(measured, 0.5) * 1e3,
@@ -341,6 +362,7 @@ def peer_figures(
         "freeze_t_s": (gap_end_s[frozen_at] - run_start_s).tolist(),
         "freeze_ms": (g[frozen_at] * 1e3).tolist(),
         "freeze_client": client.tolist(),
+        "freeze_machine": machine.tolist(),
         "av_t_s": (av_t - run_start_s).tolist(),
         "av_offset_ms": [None if not math.isfinite(v) else v for v in (av_off * 1e3).tolist()],
         "mouth_to_lips_t_s": (onsets - run_start_s).tolist(),
@@ -430,7 +452,7 @@ def evaluate(
             worst_freezes <= t.max_freezes,
             "most freezes at one peer, as browsers count them (a frame gap of at least "
             "max(3 x, + 150 ms) the mean of the last 30), less those the client's own "
-            "stalls explain",
+            "stalls explain and those across a pause of the whole machine",
         )
     )
     offsets = [p.av_offset_max_abs_ms for p in peers]

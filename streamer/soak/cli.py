@@ -78,7 +78,7 @@ def summary(report: dict[str, Any]) -> str:
         f"warm-up {report['analysis']['warmup_s']:g} s; client audio impaired: {network}",
         "",
         "peer    first frame  fps mean/min  gaps p50/p99/max ms  freezes (client's, "
-        "gaps > 120 ms)  lost  "
+        "machine's, gaps > 120 ms)  lost  "
         "mouth-to-lips p50/p95 ms  speech back  A/V median/max ms  drift ms/h",
     ]
     for p in report["peers"]:
@@ -87,9 +87,10 @@ def summary(report: dict[str, Any]) -> str:
             f"{_f(p['fps_mean'], '.2f')}/{_f(p['fps_min_window'], '.2f'):<6} "
             f"{_f(p['gap_p50_ms'], '.0f')}/{_f(p['gap_p99_ms'], '.0f')}/"
             f"{_f(p['gap_max_ms'], '.0f'):<13} "
-            + f"{p['freezes']} ({p.get('freezes_client', 0)}, {p.get('long_gaps', 'n/a')})".rjust(
-                29
-            )
+            + (
+                f"{p['freezes']} ({p.get('freezes_client', 0)}, {p.get('freezes_machine', 0)}, "
+                f"{p.get('long_gaps', 'n/a')})"
+            ).rjust(39)
             + f"  {p['frames_lost']:>4}  "
             f"{_f(p['mouth_to_lips_p50_ms'], '.0f')}/{_f(p['mouth_to_lips_p95_ms'], '.0f')} "
             f"({p['onsets_measured']} onsets)".ljust(22)
@@ -99,6 +100,7 @@ def summary(report: dict[str, Any]) -> str:
         )
     s = report["server"]
     cl = report.get("client", {})  # absent from reports before the client watched itself
+    hp = report.get("host_pauses", {})
     lines += [
         "",
         f"server: frame latency p99 {_f(s['frame_latency_p99_ms'])} ms, "
@@ -107,7 +109,9 @@ def summary(report: dict[str, Any]) -> str:
         f"GC pauses over 40 ms {_f(s.get('gc_pauses_over_40ms'), '.0f')}",
         f"client: own stalls {cl.get('stalls', 'n/a')} (longest "
         f"{_f(cl.get('stall_max_ms'), '.0f')} ms), "
-        f"{cl.get('stalls_without_server_late_tick', 'n/a')} beside no late tick of the server",
+        f"{cl.get('stalls_without_server_late_tick', 'n/a')} beside no late tick of the server; "
+        f"machine paused by its host {hp.get('pauses', 'n/a')} times "
+        f"({_f(hp.get('paused_s'), '.1f')} s)",
         f"        RSS {_f(s['rss_mb_start'])} -> {_f(s['rss_mb_end'])} MB "
         f"({_f(s['rss_growth_pct_per_h'], '+.1f')} %/h), fds max {_f(s['open_fds_max'], '.0f')}, "
         f"threads max {_f(s['threads_max'], '.0f')}, tasks max {_f(s['asyncio_tasks_max'], '.0f')}",

@@ -122,17 +122,30 @@ async def _scrape_forever(
 # Bounded: a run that stalls this often measures nothing anyway.
 MAX_OWN_STALLS = 100_000
 WATCH_EVERY_S = 0.020
+# A virtual machine whose host stops it (seen here: 35 s with nothing in the guest running, not
+# even `vmstat`) resumes with its monotonic clock where it stopped and its wall clock set
+# forward: the step between the two is the pause. NTP slews far slower than this.
+MACHINE_PAUSE_S = 0.050
 
 
-async def _watch_own_loop(into: deque[tuple[float, float]], min_stall_s: float) -> None:
+async def _watch_own_loop(
+    stalls: deque[tuple[float, float]],
+    pauses: deque[tuple[float, float]],
+    min_stall_s: float,
+) -> None:
     """Record this process's own stalls as (start, end) on the monotonic clock: each wake-up
-    that came ``min_stall_s`` or more after it was due."""
+    that came ``min_stall_s`` or more after it was due; and each pause of the whole machine as
+    (the monotonic time it was seen, the wall-clock seconds it lasted)."""
+    offset_s = time.time() - time.monotonic()
     while True:
         due = time.monotonic() + WATCH_EVERY_S
         await asyncio.sleep(WATCH_EVERY_S)
-        woke = time.monotonic()
+        woke, now_offset_s = time.monotonic(), time.time() - time.monotonic()
         if woke - due >= min_stall_s:
-            into.append((due, woke))
+            stalls.append((due, woke))
+        if abs(now_offset_s - offset_s) >= MACHINE_PAUSE_S:
+            pauses.append((woke, now_offset_s - offset_s))
+        offset_s = now_offset_s
 
 
 def excusing_stalls(
@@ -168,8 +181,9 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         )
         run_start_s = time.monotonic()
         own_stalls: deque[tuple[float, float]] = deque(maxlen=MAX_OWN_STALLS)
+        pauses: deque[tuple[float, float]] = deque(maxlen=MAX_OWN_STALLS)
         watcher = asyncio.create_task(
-            _watch_own_loop(own_stalls, config.own_stall_s), name="soak-own-stalls"
+            _watch_own_loop(own_stalls, pauses, config.own_stall_s), name="soak-own-stalls"
         )
         scraper = asyncio.create_task(
             _scrape_forever(http, url, config.scrape_every_s, samples), name="soak-scraper"
@@ -208,7 +222,15 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
                     log.warning("soak: closing %s: %s", peer.record.name, exc)
                     await peer.aclose()
     return build_report(
-        config, clip, peers, samples, run_start_s, run_end_s, started_wall, list(own_stalls)
+        config,
+        clip,
+        peers,
+        samples,
+        run_start_s,
+        run_end_s,
+        started_wall,
+        list(own_stalls),
+        list(pauses),
     )
 
 
@@ -287,15 +309,19 @@ def build_report(
     run_end_s: float,
     started_wall: dt.datetime,
     own_stalls: list[tuple[float, float]],
+    machine_pauses: list[tuple[float, float]],
 ) -> dict[str, Any]:
     opts = config.analysis
     excuses = excusing_stalls(own_stalls, samples)
     excused = set(excuses)
     excuse_rows = np.asarray(excuses, np.float64).reshape(-1, 2)
+    paused_at = np.asarray([at for at, _ in machine_pauses], np.float64)
     peer_results: list[PeerFigures] = []
     peer_series: dict[str, dict[str, list[float]]] = {}
     for peer in peers:
-        figures, series = peer_figures(peer.finish(), run_start_s, run_end_s, opts, excuse_rows)
+        figures, series = peer_figures(
+            peer.finish(), run_start_s, run_end_s, opts, excuse_rows, paused_at
+        )
         peer_results.append(figures)
         peer_series[figures.name] = series
     warmup_end_s = run_start_s + opts.warmup_s
@@ -338,12 +364,18 @@ def build_report(
             "stall_max_ms": max((1e3 * (b - a) for a, b in own_stalls), default=0.0),
             "stalls_without_server_late_tick": len(excuses),
         },
+        # Pauses of the whole machine by its host (wall time stepped past the monotonic clock).
+        "host_pauses": {
+            "pauses": len(machine_pauses),
+            "paused_s": sum(abs(jump) for _, jump in machine_pauses),
+        },
         "series": {
             "peers": peer_series,
             "server": server_series,
             "client_stalls": [
                 [a - run_start_s, 1e3 * (b - a), (a, b) in excused] for a, b in own_stalls
             ],
+            "machine_pauses": [[at - run_start_s, jump] for at, jump in machine_pauses],
         },
     }
 
