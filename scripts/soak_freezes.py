@@ -2,13 +2,13 @@
 
 Usage: scripts/soak_freezes.py docs/soak/RUN/report.json [--host-pause-at-s T ...]
 
-Prints, per peer, the freezes as browsers count them (webrtc-stats ``freezeCount``) and the
-soak's stricter count (gaps over min(3 x the mean, 150 ms)), with each freeze's time (seconds
-into the run) and length. Reports written before the soak counted freezes the browsers' way hold
-only the stricter count; this recounts them. ``--host-pause-at-s T`` marks a pause of the whole
-machine by its host seen at T (from the soak's own ``series.host_pauses``, or, for runs before
-the soak watched for them, from the wall-clock gap in ``vmstat -t`` and the logs): a freeze
-across it is listed as the machine's.
+Prints, per peer, the lowest fps window and the freezes as browsers count them (webrtc-stats
+``freezeCount``) beside the soak's stricter count (gaps over min(3 x the mean, 150 ms)), with
+each freeze's time (seconds into the run) and length: reports written before the soak counted
+freezes the browsers' way hold only the stricter count. ``--host-pause-at-s T`` marks a pause
+of the whole machine by its host seen at T (the soak's own ``series.machine_pauses``, or, for
+runs before the soak watched for them, the wall-clock gap in ``vmstat -t`` and the logs): a
+freeze across it is listed as the machine's, and the fps window it falls in is left out.
 """
 
 from __future__ import annotations
@@ -57,6 +57,16 @@ def main() -> None:
         print(
             f"{name}: {at.size} freezes, {machine} of them across a host pause "
             f"({strict} gaps over 120 ms): {', '.join(listed)}"
+        )
+        half = report["analysis"]["fps_window_s"] / 2
+        fps = [
+            f
+            for c, f in zip(peer["fps_t_s"], peer["fps"], strict=True)
+            if not np.any((pauses >= c - half) & (pauses < c + half))
+        ]
+        print(
+            f"{name}: lowest fps window {min(peer['fps']):.2f}, "
+            f"{min(fps):.2f} without the windows of host pauses"
         )
 
 

@@ -100,6 +100,12 @@ def test_a_freeze_the_clients_own_stall_explains_is_counted_apart() -> None:
     fig, series = peer_figures(rec, 1000.0, 1060.0, AnalysisOptions(warmup_s=5.0), stalls, paused)
     assert (fig.freezes, fig.freezes_client, fig.freezes_machine) == (0, 1, 1)
     assert series["freeze_machine"] == [False, True]
+    # The lowest fps window (10 s windows from 5 s): each hole cost its window a few frames;
+    # the windows the pauses fall in (25-35 s, 35-45 s) are left out, the first hole's counts.
+    windows = dict(zip(series["fps_t_s"], series["fps"], strict=True))
+    assert windows[40.0] < windows[20.0] < 25.0
+    assert fig.fps_min_window == pytest.approx(windows[20.0])
+    assert alone.fps_min_window == pytest.approx(windows[40.0])
 
 
 def test_lost_frames_come_from_pts_steps() -> None:

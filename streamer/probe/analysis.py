@@ -283,7 +283,8 @@ def peer_figures(
     client's, counted apart (a real viewer's machine is not the one measuring).
     ``machine_pauses_s`` are the times (the record's clock) at which the whole machine was
     seen resuming from a pause of its host (wall time moved on, the monotonic clock did not):
-    a freeze across one is the machine's, counted apart too.
+    a freeze across one is the machine's, counted apart too, and the fps window it falls in is
+    left out of the lowest window.
     """
     vt = np.asarray(record.video_at_s, np.float64)
     steady_s = run_start_s + options.warmup_s
@@ -298,6 +299,11 @@ def peer_figures(
     stalls = np.zeros((0, 2)) if client_stalls is None else client_stalls
     gap_start_s = gap_end_s[frozen_at] - g[frozen_at]
     pauses = np.zeros(0) if machine_pauses_s is None else machine_pauses_s
+    # An fps window the machine was paused in says nothing of the server: not counted.
+    half = options.fps_window_s / 2
+    counted = np.array(
+        [not np.any((pauses >= c - half) & (pauses < c + half)) for c in centres], dtype=bool
+    )
     slack = MACHINE_PAUSE_SLACK_S
     machine = np.array(
         [
@@ -330,7 +336,7 @@ def peer_figures(
         time_to_first_frame_s=float(vt[0] - record.answered_at_s) if vt.size else math.nan,
         frames=int(vt.size),
         fps_mean=float(steady.sum() / duration_s),
-        fps_min_window=float(fps.min()) if fps.size else math.nan,
+        fps_min_window=float(fps[counted].min()) if counted.any() else math.nan,
         gap_p50_ms=_q(g, 0.5) * 1e3,
         gap_p99_ms=_q(g, 0.99) * 1e3,
         gap_max_ms=float(g.max() * 1e3) if g.size else math.nan,
