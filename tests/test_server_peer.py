@@ -14,7 +14,7 @@ from typing import Any
 from streamer.server.media.clock import ManualClock
 from streamer.server.media.encoder import VideoEncoderSettings
 from streamer.server.media.peer import PeerWatch, ServerPeer, run_every
-from streamer.server.media.tracks import AvatarAudioTrack, EncodingVideoTrack
+from streamer.server.media.tracks import EncodingAudioTrack, EncodingVideoTrack
 
 
 class FakePeerConnection:
@@ -48,7 +48,7 @@ class Peer(ServerPeer):
             pc,  # type: ignore[arg-type]
             f"peer {peer_id}",
             EncodingVideoTrack(VideoEncoderSettings(), ManualClock()),
-            AvatarAudioTrack(),
+            EncodingAudioTrack(),
         )
         self._closed_log = closed
 
