@@ -15,12 +15,13 @@ closes its viewers and exits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 
+import aiohttp
 import av
 import numpy as np
 
@@ -63,29 +64,62 @@ def picture(decoded: Decoded) -> str:
     return f"{image.shape[1]}x{image.shape[0]}, std {float(image.std()):.0f}"
 
 
-async def _worker(url: str, n: int) -> dict[str, Any]:
+@dataclass
+class Watched:
+    """What a group of viewers saw in the measured window."""
+
+    fps: list[float]  # each viewer's video frames per second
+    cpu_s: float  # the CPU its process(es) used in the window
+    keyframes: int  # video keyframes its light decoders decoded in the window
+    picture: str  # the last keyframe decoded, as :func:`picture` describes it
+
+
+class LocalViewers:
+    """``n`` viewers in this process. Connect, :meth:`measure` at ``t0``, then :meth:`result`
+    once ``t1`` has passed; :meth:`aclose` always."""
+
+    def __init__(self, url: str, n: int, decoded: Decoded) -> None:
+        self.viewers = [CountingViewer(url) for _ in range(n)]
+        self._decoded = decoded
+        self._window = (0.0, 0.0)
+        self._keyframes0, self._cpu0 = 0, 0.0
+
+    async def connect(self, http: aiohttp.ClientSession) -> None:
+        for viewer in self.viewers:
+            await viewer.connect(http)
+
+    def measure(self, t0: float, t1: float) -> None:
+        self._window = (t0, t1)
+        self._keyframes0, self._cpu0 = self._decoded.keyframes, time.process_time()
+
+    async def result(self) -> Watched:
+        return Watched(
+            fps=fps_in(self.viewers, *self._window),
+            cpu_s=time.process_time() - self._cpu0,
+            keyframes=self._decoded.keyframes - self._keyframes0,
+            picture=picture(self._decoded),
+        )
+
+    async def aclose(self, http: aiohttp.ClientSession) -> None:
+        for viewer in self.viewers:
+            await viewer.aclose(http)
+
+
+async def _worker(url: str, n: int) -> Watched:
     loop = asyncio.get_running_loop()
     with light_decoding() as decoded:
         async with server_session() as http:
-            viewers = [CountingViewer(url) for _ in range(n)]
+            viewers = LocalViewers(url, n, decoded)
             try:
-                for viewer in viewers:
-                    await viewer.connect(http)
+                await viewers.connect(http)
                 print(READY, flush=True)
                 line = await loop.run_in_executor(None, sys.stdin.readline)
                 t0, t1 = (float(x) for x in line.split())
-                keyframes0, cpu0 = decoded.keyframes, time.process_time()
+                viewers.measure(t0, t1)
                 await asyncio.sleep(max(0.0, t1 - time.monotonic()))
-                cpu_s = time.process_time() - cpu0
-                return {
-                    "fps": fps_in(viewers, t0, t1),
-                    "cpu_s": cpu_s,
-                    "keyframes": decoded.keyframes - keyframes0,
-                    "picture": picture(decoded),
-                }
+                return await viewers.result()
             finally:
-                for viewer in viewers:
-                    await viewer.aclose(http)
+                await viewers.aclose(http)
 
 
 @dataclass
@@ -121,17 +155,47 @@ class ClientProcess:
         assert self.process.stdin is not None
         self.process.stdin.write(f"{t0!r} {t1!r}\n".encode())
 
-    async def result(self, timeout_s: float) -> dict[str, Any]:
+    async def result(self, timeout_s: float) -> Watched:
         assert self.process.stdout is not None
         line = await asyncio.wait_for(self.process.stdout.readline(), timeout_s)
-        result: dict[str, Any] = json.loads(line)
+        watched = Watched(**json.loads(line))
         await asyncio.wait_for(self.process.wait(), timeout_s)
-        return result
+        return watched
 
     async def aclose(self) -> None:
         if self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
+
+
+class WorkerViewers:
+    """``n`` viewers spread over at most ``processes`` worker processes; the same steps as
+    :class:`LocalViewers`."""
+
+    def __init__(self, url: str, n: int, processes: int) -> None:
+        self._url, self._shares = url, split(n, processes)
+        self._clients: list[ClientProcess] = []
+
+    async def connect(self, http: aiohttp.ClientSession) -> None:
+        for share in self._shares:
+            self._clients.append(await ClientProcess.start(self._url, share))
+
+    def measure(self, t0: float, t1: float) -> None:
+        for client in self._clients:
+            client.measure(t0, t1)
+
+    async def result(self) -> Watched:
+        parts = [await client.result(timeout_s=60.0) for client in self._clients]
+        return Watched(
+            fps=[f for w in parts for f in w.fps],
+            cpu_s=sum(w.cpu_s for w in parts),
+            keyframes=sum(w.keyframes for w in parts),
+            picture=parts[-1].picture,
+        )
+
+    async def aclose(self, http: aiohttp.ClientSession) -> None:
+        for client in self._clients:
+            await client.aclose()
 
 
 def split(n: int, parts: int) -> list[int]:
@@ -142,8 +206,8 @@ def split(n: int, parts: int) -> list[int]:
 
 def main(argv: list[str]) -> int:
     url, n = argv[0], int(argv[1])
-    result = asyncio.run(_worker(url, n))
-    print(json.dumps(result), flush=True)
+    watched = asyncio.run(_worker(url, n))
+    print(json.dumps(dataclasses.asdict(watched)), flush=True)
     return 0
 
 

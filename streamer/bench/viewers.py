@@ -27,18 +27,11 @@ import aiohttp
 import numpy as np
 
 from streamer.bench.served import cpu_s, serve
-from streamer.bench.viewer_clients import (
-    CHANNEL,
-    ClientProcess,
-    CountingViewer,
-    fps_in,
-    picture,
-    split,
-)
+from streamer.bench.viewer_clients import CHANNEL, LocalViewers, WorkerViewers
 from streamer.client_auth import server_session
 from streamer.probe import promtext
 from streamer.probe.clip import make_clip, wav_bytes
-from streamer.probe.light_receiver import Decoded, light_decoding
+from streamer.probe.light_receiver import light_decoding
 from streamer.probe.report import write_section
 
 
@@ -76,88 +69,38 @@ async def _row(
     http: aiohttp.ClientSession,
     url: str,
     pid: int,
-    n: int,
+    viewers: LocalViewers | WorkerViewers,
     wav: bytes,
     seconds: float,
     warmup: float,
-    decoded: Decoded,
 ) -> dict[str, Any]:
-    viewers = [CountingViewer(url) for _ in range(n)]
     try:
-        for viewer in viewers:
-            await viewer.connect(http)
-        await _speak(http, url, wav)
-        await asyncio.sleep(warmup)
-        async with http.get(f"{url}/metrics") as r:
-            before = promtext.parse(await r.text())
-        keyframes0 = decoded.keyframes
-        cpu0, t0, client0 = cpu_s(pid), time.monotonic(), time.process_time()
-        await asyncio.sleep(seconds)
-        cpu1, t1, client1 = cpu_s(pid), time.monotonic(), time.process_time()
-        async with http.get(f"{url}/metrics") as r:
-            after = promtext.parse(await r.text())
-    finally:
-        for viewer in viewers:
-            await viewer.aclose(http)
-        async with http.post(f"{url}/channels/{CHANNEL}/interrupt"):
-            pass
-    fps = fps_in(viewers, t0, t1)
-    return {
-        "viewers": n,
-        "fps_min": min(fps),
-        "fps_mean": float(np.mean(fps)),
-        "late_ticks": promtext.value(after, "avatar_ticks_late_total")
-        - promtext.value(before, "avatar_ticks_late_total"),
-        "keyframes": decoded.keyframes - keyframes0,
-        "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
-        "client_cpu_pct": 100 * (client1 - client0) / (t1 - t0),
-        "picture": picture(decoded),
-    }
-
-
-async def _row_in_processes(
-    http: aiohttp.ClientSession,
-    url: str,
-    pid: int,
-    n: int,
-    wav: bytes,
-    seconds: float,
-    warmup: float,
-    processes: int,
-) -> dict[str, Any]:
-    """A row whose viewers run in worker processes (:mod:`streamer.bench.viewer_clients`)."""
-    clients: list[ClientProcess] = []
-    try:
-        for share in split(n, processes):
-            clients.append(await ClientProcess.start(url, share))
+        await viewers.connect(http)
         await _speak(http, url, wav)
         await asyncio.sleep(warmup)
         async with http.get(f"{url}/metrics") as r:
             before = promtext.parse(await r.text())
         cpu0, t0 = cpu_s(pid), time.monotonic()
-        for client in clients:
-            client.measure(t0, t0 + seconds)
+        viewers.measure(t0, t0 + seconds)
         await asyncio.sleep(seconds)
         cpu1, t1 = cpu_s(pid), time.monotonic()
         async with http.get(f"{url}/metrics") as r:
             after = promtext.parse(await r.text())
-        results = [await client.result(timeout_s=60.0) for client in clients]
+        watched = await viewers.result()
     finally:
-        for client in clients:
-            await client.aclose()
+        await viewers.aclose(http)
         async with http.post(f"{url}/channels/{CHANNEL}/interrupt"):
             pass
-    fps = [f for r in results for f in r["fps"]]
     return {
-        "viewers": n,
-        "fps_min": min(fps),
-        "fps_mean": float(np.mean(fps)),
+        "viewers": len(watched.fps),
+        "fps_min": min(watched.fps),
+        "fps_mean": float(np.mean(watched.fps)),
         "late_ticks": promtext.value(after, "avatar_ticks_late_total")
         - promtext.value(before, "avatar_ticks_late_total"),
-        "keyframes": sum(r["keyframes"] for r in results),
+        "keyframes": watched.keyframes,
         "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
-        "client_cpu_pct": 100 * sum(r["cpu_s"] for r in results) / seconds,
-        "picture": results[-1]["picture"],
+        "client_cpu_pct": 100 * watched.cpu_s / (t1 - t0),
+        "picture": watched.picture,
     }
 
 
@@ -173,12 +116,12 @@ async def measure(
     with light_decoding() as decoded:
         async with server_session() as http, serve(http, *args) as served:
             for n in counts:
-                if processes > 0:
-                    row = await _row_in_processes(
-                        http, served.url, served.pid, n, wav, seconds, warmup, processes
-                    )
-                else:
-                    row = await _row(http, served.url, served.pid, n, wav, seconds, warmup, decoded)
+                viewers = (
+                    WorkerViewers(served.url, n, processes)
+                    if processes > 0
+                    else LocalViewers(served.url, n, decoded)
+                )
+                row = await _row(http, served.url, served.pid, viewers, wav, seconds, warmup)
                 results.append(row)
                 print(_line(results[-1], results[0]), flush=True)
     return results
