@@ -274,7 +274,11 @@ async def test_a_call_page_publishes_its_microphone_into_a_channel(server) -> No
     assert back.utterances >= 3, back.utterances
     assert back.fraction >= 0.95, back.utterance_fraction
     assert playout.stats.dropped_input_frames == 0
-    assert playout.stats.concealed == 0
+    # Publisher, server and viewer share one process here (two CPUs on CI): a hiccup longer than
+    # the 50 ms target delays a packet as a network would, and the buffer conceals it by design.
+    # So concealment must follow audio that came late (none on a quiet loopback), and be rare.
+    late_units = playout.jitter.late_units
+    assert playout.stats.concealed <= min(2 * late_units, 3), playout.as_json()
 
 
 async def test_a_stalled_viewer_drops_its_own_frames_and_is_dropped_after_the_timeout(

@@ -60,7 +60,9 @@ def test_live_positions_line_up_with_offline_ones(context_s: float) -> None:
     # Frames whose lookahead the clip holds (the last few would need audio past its end).
     frames = range(clip_frames(clip.shape[0]) - 4)
     ours = replay(live, encoder, clip, frames)
-    np.testing.assert_allclose(ours, offline[: len(frames)], rtol=0, atol=1e-5)
+    # Float32 matmuls of other shapes round differently (up to ~3e-5 on values near 40 with
+    # numpy 2.4.6's OpenBLAS); a misaligned position would differ by the values themselves.
+    np.testing.assert_allclose(ours, offline[: len(frames)], rtol=1e-5, atol=1e-4)
 
 
 def push_to(live: LiveFeatures, clip: np.ndarray, frame: int) -> None:
