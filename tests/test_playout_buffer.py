@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from streamer.audio.ingest import AudioIngest
+from streamer.audio.jitter import LoopStalls
 from streamer.playout.pipeline import JobKind, LevelChange, PipelineConfig, SessionPipeline
 from tests.audio_signals import speechlike
 from tests.playout_sim import PACKET_S, Run, jittered, packet, run, send_times
@@ -40,9 +41,10 @@ def frame_rms(clip: np.ndarray, frame: int) -> float:
 
 
 def is_pause(clip: np.ndarray, frame: int) -> bool:
-    """Independent of the pipeline: the frame and its neighbours are at the clip's noise
-    level (0.01 RMS; syllables reach 0.1-0.3)."""
-    return all(frame_rms(clip, k) < 0.02 for k in range(frame - 2, frame + 2))
+    """Independent of the pipeline: the frame and the two before it are at the clip's noise
+    level (0.01 RMS; syllables reach 0.1-0.3). Skipping it joins quiet to whatever follows;
+    an insert before it puts quiet between quiet frames."""
+    return all(frame_rms(clip, k) < 0.02 for k in range(frame - 2, frame + 1))
 
 
 def is_speech(clip: np.ndarray, frame: int) -> bool:
@@ -128,6 +130,62 @@ def test_a_stall_longer_than_the_maximum_drops_only_what_is_beyond_it(clip: np.n
     assert float(np.max(delays_ms(result))) <= max_ms + 1
     later = delays_ms(result, after_s=45.0)
     assert float(np.max(later)) <= 80  # back to normal in the pauses after
+
+
+@pytest.mark.parametrize("read_first", [False, True])
+def test_a_server_stall_plays_its_backlog_late_instead_of_dropping_speech(
+    clip: np.ndarray, read_first: bool
+) -> None:
+    n = int(60 / PACKET_S)
+    stall = (29.03, 30.13)  # the server stood still for 1.1 s, inside speech
+    assert sum(is_speech(clip, k % int(CLIP_S * 25)) for k in range(726, 753)) >= 10
+    # Without knowing of the stall, the audio it held up is later than the maximum: cut out.
+    blind = pipeline()
+    run(blind, clip, send_times(n), extra_s=0.0, server_stalls=[stall], loop_stalls=LoopStalls())
+    assert blind.stats.dropped_speech_frames >= 10
+    # Told of it (as the scheduler tells every call), the pipeline plays it late, whether the
+    # held-up packets are read before or after the tick that notes the stall.
+    stalls = LoopStalls()
+    p = pipeline()
+    p.watch_stalls(stalls)
+    targets_s: list[float] = []
+    result = run(
+        p,
+        clip,
+        send_times(n),
+        extra_s=0.0,
+        server_stalls=[stall],
+        loop_stalls=stalls,
+        read_first=read_first,
+        on_tick=lambda job: targets_s.append(p.target_delay_s),
+    )
+    check_invariants(result, clip, p, n)
+    assert stalls.count == 1
+    # Their wait was the server's, not the network's: the target did not rise for it.
+    before_s = targets_s[700]  # at 28 s
+    after = [t for t, tick_s in zip(targets_s, result.tick_s, strict=True) if 29.0 < tick_s < 36]
+    assert max(after) <= before_s + 0.02, (before_s, max(after))
+    assert p.stats.dropped_input_frames == 0
+    assert p.stats.late_after_stall > 0
+    # Late by the stall at most, then back to normal in the pauses after.
+    assert float(np.max(delays_ms(result))) <= 1100 + p.target_delay_s * 1e3 + 45
+    assert float(np.max(delays_ms(result, after_s=45.0))) <= 80
+    assert p.stats.skipped >= 25  # the 1.1 s taken back in pauses, a frame at a time
+
+
+def test_a_server_stall_longer_than_its_allowance_drops_only_beyond_it(clip: np.ndarray) -> None:
+    n = int(60 / PACKET_S)
+    stalls = LoopStalls()
+    p = pipeline()
+    p.watch_stalls(stalls)
+    stall = (29.03, 32.03)  # 3 s: past the maximum delay and the 2 s a stall may add
+    result = run(p, clip, send_times(n), extra_s=0.0, server_stalls=[stall], loop_stalls=stalls)
+    check_invariants(result, clip, p, n)
+    limit_ms = (p.config.jitter.max_delay_s + p.config.max_stall_backlog_s) * 1e3
+    assert float(np.max(delays_ms(result))) <= limit_ms + 1
+    # 3 s + the delay before it, less 2.4 s: about 16 frames, and nothing else.
+    assert 10 <= p.stats.dropped_input_frames <= 20
+    assert float(np.max(delays_ms(result, after_s=50.0))) <= 80
 
 
 def test_loss_becomes_concealment_of_equal_length_and_costs_no_hold(clip: np.ndarray) -> None:

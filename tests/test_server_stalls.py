@@ -30,6 +30,12 @@ def test_a_stall_explains_the_wait_of_audio_due_before_it_ended() -> None:
     stalls.note(13.0, 13.03)  # only the last two are kept: bounded
     assert not stalls.explains(11.05, 11.16)
     assert stalls.count == 3
+    # Read before the overdue tick fires: the stall going on now explains the wait too.
+    stalls.expect(14.0)
+    assert not stalls.explains(13.99, 14.01)  # 10 ms overdue: the timer's own jitter
+    assert stalls.explains(13.9, 14.1)  # 100 ms overdue: nothing has run on the loop since
+    stalls.expect(None)  # the scheduler stopped: nothing is overdue
+    assert not stalls.explains(13.9, 14.1)
 
 
 @pytest.mark.realtime
@@ -62,3 +68,37 @@ async def test_a_stopped_server_does_not_raise_the_calls_playout_target() -> Non
     # The packets read after each stall were seen, and not taken for network lateness.
     assert after["stalled_units"] >= 3, after
     assert after["dropped_frames"] == 0
+
+
+@pytest.mark.realtime
+@pytest.mark.slow
+async def test_a_server_stopped_for_a_second_plays_the_calls_audio_late_and_drops_none() -> None:
+    clip = make_clip(None)  # speech between silences, looped: pauses to catch up in
+    async with serve_subprocess() as served, aiohttp.ClientSession() as http:
+        peer = LoopbackPeer(served.url, clip.pcm, loop=True, keep_frames=False)
+        await peer.connect(http)
+        state_url = f"{served.url}/sessions/{peer.session_id}"
+
+        async def playout() -> dict[str, float]:
+            async with http.get(state_url) as r:
+                return (await r.json())["playout"]  # type: ignore[no-any-return]
+
+        await asyncio.sleep(4.0)
+        os.kill(served.proc.pid, signal.SIGSTOP)  # 1.2 s: three times the maximum delay
+        await asyncio.sleep(1.2)
+        os.kill(served.proc.pid, signal.SIGCONT)
+        await asyncio.sleep(1.0)
+        during = await playout()
+        after = during
+        for _ in range(40):  # the delay comes back down in the clip's pauses
+            await asyncio.sleep(0.5)
+            after = await playout()
+            if after["playout_delay_ms"] <= after["target_delay_ms"] + 45:
+                break
+        await peer.aclose(http)
+    print(f"after a 1.2 s stop: {during}; then {after}")
+    # Before, the audio the stop held up past the 400 ms maximum (~20 frames) was cut out.
+    assert during["late_after_stall_frames"] > 0, during
+    assert during["playout_delay_ms"] >= 700, during
+    assert after["dropped_frames"] == 0, after
+    assert after["playout_delay_ms"] <= after["target_delay_ms"] + 45, after

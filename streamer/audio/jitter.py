@@ -198,6 +198,12 @@ class LoopStalls:
     not only on the network: :meth:`explains` tells the playout buffer so, by the unit's media
     time (when it would have come by the fastest recent path), not by when the server got
     round to reading it, which may be well after the stall while the backlog is worked off.
+
+    A stall is noted when its tick fires, but after one the loop may read the socket before
+    it runs the tick (asyncio runs I/O callbacks before due timers). So the scheduler also
+    says when its next tick is due (:meth:`expect`): while that tick is overdue by
+    ``threshold_s`` or more, the loop is in a stall that has not been noted yet, and
+    :meth:`explains` counts it too.
     Bounded: the last ``keep`` stalls. Pure; one writer (the scheduler), read by every sink.
     """
 
@@ -206,6 +212,11 @@ class LoopStalls:
         self.margin_s = margin_s
         self._stalls: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
         self.count = 0
+        self._due_s: float | None = None  # when the next tick is due; None: not ticking
+
+    def expect(self, due_s: float | None) -> None:
+        """The scheduler's next tick is due at ``due_s`` (None: it stopped ticking)."""
+        self._due_s = due_s
 
     def note(self, deadline_s: float, fired_s: float) -> None:
         """A tick due at ``deadline_s`` fired at ``fired_s``."""
@@ -213,10 +224,18 @@ class LoopStalls:
             self._stalls.append((deadline_s, fired_s))
             self.count += 1
 
+    def ended_after(self, after_s: float) -> list[tuple[float, float]]:
+        """The kept stalls, as (start, end), that ended after ``after_s``, oldest first."""
+        return [(start_s, end_s) for start_s, end_s in self._stalls if end_s > after_s]
+
     def explains(self, expected_s: float, arrival_s: float) -> bool:
         """Whether a unit that would have come at ``expected_s`` and came at ``arrival_s``
         (later) waited through a recorded stall: one that ended after it was due (within the
-        margin) and began before it came."""
+        margin) and began before it came; or the stall going on as it came (the next tick
+        overdue by the threshold)."""
+        due_s = self._due_s
+        if due_s is not None and arrival_s - due_s >= self.threshold_s:
+            return True
         return any(
             expected_s <= end_s + self.margin_s and arrival_s >= start_s
             for start_s, end_s in self._stalls

@@ -22,8 +22,9 @@ unchanged (delay +40 ms) or skips a silent input frame (delay -40 ms). A frame n
 ready at its tick is an underrun: with the mouth moving the last image is held and the audio
 concealed (a faded, mirrored repeat), the mouth fading to rest if it lasts; the late audio is
 played when it comes, never thrown away. Only audio later than the maximum delay is dropped,
-counted (and counted again when it was speech). Sender clock drift moves the delay slowly and
-is absorbed by the same steps.
+counted (and counted again when it was speech); after a stall of the server's own, audio the
+stall held up may play that much later still, and the pauses take the delay back down. Sender
+clock drift moves the delay slowly and is absorbed by the same steps.
 
 One module over 400 lines on purpose: :class:`SessionPipeline` is one state machine (what
 has arrived, what has played, the delay target, the mouth), and its placement, level and
@@ -87,6 +88,11 @@ class PipelineConfig:
     # A gap in a live source's media time up to this is filled (a lost packet, DTX); a longer
     # one, or time going backwards, is a new start (the delay statistics start over).
     max_gap_fill_s: float = 2.0
+    # Audio held up by a stall of the server's own (its socket kept it: a long collection, the
+    # hypervisor) is played late rather than dropped, up to this far beyond the maximum delay;
+    # the delay then comes back down in the caller's pauses. A stall is the server's fault,
+    # and the caller's words are worth a few seconds of extra delay.
+    max_stall_backlog_s: float = 2.0
 
     @property
     def samples_per_frame(self) -> int:
@@ -152,6 +158,8 @@ class PipelineStats:
     gap_samples_filled: int = 0
     restarts: int = 0  # media time jumped: statistics started over
     samples_in: int = 0
+    # Frames played later than the maximum delay because a server stall held them up.
+    late_after_stall: int = 0
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,7 @@ class PlayoutSnapshot:
             "gaps_filled": s.gaps_filled,
             "gap_ms_filled": round(s.gap_samples_filled / INPUT_RATE_HZ * 1e3, 1),
             "restarts": s.restarts,
+            "late_after_stall_frames": s.late_after_stall,
         }
 
 
@@ -224,6 +233,9 @@ class SessionPipeline:
         self._mel = MelExtractor(fps=cfg.fps, capacity_s=cfg.ring_s)
         self._timing = DelayEstimator(cfg.jitter)
         self._stalls: LoopStalls | None = None
+        self._stalls_seen_until_s = float("-inf")
+        # How far past the maximum delay a server stall's backlog may still play (seconds).
+        self._stall_backlog_s = 0.0
         self._pauses = PauseDetector(capacity_blocks=round(cfg.ring_s * 50))
         self._next_input = 0  # the next input frame to play
         self._output_index = 0
@@ -283,6 +295,8 @@ class SessionPipeline:
         """Learn when the server itself was held up: audio that waited through such a stall
         is no evidence of network lateness (:class:`~streamer.audio.jitter.LoopStalls`)."""
         self._stalls = stalls
+        seen = stalls.ended_after(float("-inf"))  # stalls before this session are not its own
+        self._stalls_seen_until_s = seen[-1][1] if seen else float("-inf")
 
     def set_mel_frame_offset(self, frame_offset: int) -> None:
         """Use a model's mel alignment (before any audio arrives)."""
@@ -512,9 +526,12 @@ class SessionPipeline:
 
     def _drop_beyond_max_delay(self, ready: int, now_s: float) -> tuple[int, int]:
         """Drop input frames whose playout delay is past the maximum (keeping the newest ready
-        one to play); returns (dropped, of which speech)."""
+        one to play), or past it and the backlog of a recent server stall; returns (dropped,
+        of which speech)."""
         dropped = speech = 0
-        max_s = self.config.jitter.max_delay_s
+        cfg = self.config
+        self._take_new_stalls()
+        max_s = cfg.jitter.max_delay_s + self._stall_backlog_s
         while self._next_input < ready - 1:
             delay_s = self._playout_delay_s(self._next_input, now_s)
             if delay_s is None or delay_s <= max_s:
@@ -525,7 +542,30 @@ class SessionPipeline:
             self._next_input += 1
         self.stats.dropped_input_frames += dropped
         self.stats.dropped_speech_frames += speech
+        if self._stall_backlog_s > 0.0 and self._next_input < ready:
+            # The allowance follows the delay down as the pauses take it back, and never grows
+            # again but by a new stall.
+            delay_s = self._playout_delay_s(self._next_input, now_s)
+            if delay_s is not None:
+                # A frame of slack: the next frame's delay may exceed this one's by rounding.
+                excess_s = delay_s - cfg.jitter.max_delay_s
+                slack_s = max(0.0, excess_s + cfg.frame_period_s)
+                self._stall_backlog_s = min(self._stall_backlog_s, slack_s)
+                if excess_s > 0.0:
+                    self.stats.late_after_stall += 1
         return dropped, speech
+
+    def _take_new_stalls(self) -> None:
+        """Allow the playout to fall behind by the length of each new stall of the server's
+        own (up to ``max_stall_backlog_s`` in all): the audio it held up is late by that much."""
+        if self._stalls is None:
+            return
+        new = self._stalls.ended_after(self._stalls_seen_until_s)
+        if not new:
+            return
+        self._stalls_seen_until_s = new[-1][1]
+        held_s = sum(end_s - start_s for start_s, end_s in new)
+        self._stall_backlog_s = min(self.config.max_stall_backlog_s, self._stall_backlog_s + held_s)
 
     def _play(
         self, i: int, n: int, avatar_frame: int, now_s: float, delay_s: float | None

@@ -114,6 +114,7 @@ class FrameScheduler:
     def start(self) -> None:
         if self._task is None:
             self.t0_s = self._clock.now()
+            self.stalls.expect(self.t0_s)
             self._task = asyncio.create_task(self._run(), name="frame-scheduler")
 
     def add(self, sink: FrameSink) -> None:
@@ -132,6 +133,7 @@ class FrameScheduler:
     async def aclose(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        self.stalls.expect(None)
         self._late_log.flush()
 
     async def finish(self, timeout_s: float, frames: int = 5) -> None:
@@ -187,6 +189,7 @@ class FrameScheduler:
                 self.ticks += missed
                 self._late_log.note(now, late_s, missed)
             self.ticks += 1
+            self.stalls.expect(self.next_tick_s())
             sinks = list(self._sinks.values())
             if not sinks:
                 continue
