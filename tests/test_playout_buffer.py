@@ -188,6 +188,26 @@ def test_a_server_stall_longer_than_its_allowance_drops_only_beyond_it(clip: np.
     assert float(np.max(delays_ms(result, after_s=50.0))) <= 80
 
 
+def test_an_overloaded_server_late_at_every_tick_keeps_its_latency_bound(
+    clip: np.ndarray,
+) -> None:
+    # A model slower than the frame rate: every tick fires 50-70 ms late for 20 s, so every
+    # other tick is skipped and input piles up. Each late tick is a short stall; they must not
+    # add up into seconds of allowance.
+    n = int(60 / PACKET_S)
+    rng = np.random.default_rng(5)
+    overload = [(t, t + float(rng.uniform(0.05, 0.07))) for t in np.arange(20.0, 40.0, 0.08)]
+    stalls = LoopStalls()
+    p = pipeline()
+    p.watch_stalls(stalls)
+    result = run(p, clip, send_times(n), extra_s=0.0, server_stalls=overload, loop_stalls=stalls)
+    check_invariants(result, clip, p, n)
+    assert stalls.count >= 200
+    assert p.stats.dropped_input_frames > 100  # half the ticks lost: not all input could play
+    max_ms = p.config.jitter.max_delay_s * 1e3
+    assert float(np.max(delays_ms(result))) <= max_ms + 70 + 45  # the longest stall, a tick
+
+
 def test_loss_becomes_concealment_of_equal_length_and_costs_no_hold(clip: np.ndarray) -> None:
     n = int(60 / PACKET_S)
     lost = np.random.default_rng(7).random(n) < 0.02

@@ -89,9 +89,9 @@ class PipelineConfig:
     # one, or time going backwards, is a new start (the delay statistics start over).
     max_gap_fill_s: float = 2.0
     # Audio held up by a stall of the server's own (its socket kept it: a long collection, the
-    # hypervisor) is played late rather than dropped, up to this far beyond the maximum delay;
-    # the delay then comes back down in the caller's pauses. A stall is the server's fault,
-    # and the caller's words are worth a few seconds of extra delay.
+    # hypervisor) is played late rather than dropped, by up to the stall's length and at most
+    # this far beyond the maximum delay; the delay then comes back down in the caller's pauses.
+    # A stall is the server's fault, and the caller's words are worth a few seconds of delay.
     max_stall_backlog_s: float = 2.0
 
     @property
@@ -556,16 +556,22 @@ class SessionPipeline:
         return dropped, speech
 
     def _take_new_stalls(self) -> None:
-        """Allow the playout to fall behind by the length of each new stall of the server's
-        own (up to ``max_stall_backlog_s`` in all): the audio it held up is late by that much."""
+        """Allow the playout to fall behind by the length of a new stall of the server's own
+        (up to ``max_stall_backlog_s``): the audio it held up is late by that much.
+
+        The longest stall, not their sum: an overloaded server whose every tick is a little
+        late (a model slower than the frame rate) must not add its lateness up into seconds
+        of delay; there the maximum delay still bounds latency, give or take one tick."""
         if self._stalls is None:
             return
         new = self._stalls.ended_after(self._stalls_seen_until_s)
         if not new:
             return
         self._stalls_seen_until_s = new[-1][1]
-        held_s = sum(end_s - start_s for start_s, end_s in new)
-        self._stall_backlog_s = min(self.config.max_stall_backlog_s, self._stall_backlog_s + held_s)
+        held_s = max(end_s - start_s for start_s, end_s in new)
+        self._stall_backlog_s = min(
+            self.config.max_stall_backlog_s, max(self._stall_backlog_s, held_s)
+        )
 
     def _play(
         self, i: int, n: int, avatar_frame: int, now_s: float, delay_s: float | None
