@@ -16,6 +16,7 @@ import pytest
 
 from streamer.offline.audio import decode_audio
 from streamer.offline.cli import load_frame_renderer
+from streamer.offline.mp4 import Mp4Writer
 from streamer.offline.render import RenderOptions, plan_frames, render_mp4
 from streamer.playout.pipeline import PipelineConfig, SessionPipeline
 from tests.audio_signals import speechlike
@@ -173,6 +174,24 @@ def test_render_writes_an_mp4_whose_mouth_opens_at_the_onsets(renderer, tmp_path
         assert abs(times_s[first] - audio_onset_s) <= 1 / FPS + 1e-6, (onset_s, times_s[first])
         # ... and closes again in the silence after the burst.
         assert not opening[round((onset_s + BURST_S + 0.3) * FPS)]
+
+
+def test_the_mp4_keeps_the_frames_colours(tmp_path: Path) -> None:
+    # Flat patches of blue, green, red, grey and a skin tone: a swapped chroma plane or a
+    # wrong range would move them by tens of levels; the codec moves them by a few.
+    colours_bgr = [(200, 40, 30), (40, 190, 50), (30, 50, 210), (128, 128, 128), (120, 150, 210)]
+    image = np.zeros((128, 128 * len(colours_bgr), 3), np.uint8)
+    for k, colour in enumerate(colours_bgr):
+        image[:, 128 * k : 128 * (k + 1)] = colour
+    path = tmp_path / "colours.mp4"
+    writer = Mp4Writer(path, image.shape[1], image.shape[0], FPS)
+    writer.write(np.repeat(image[None], 5, axis=0), np.zeros(5 * 1920, np.float32))
+    writer.close()
+    with av.open(str(path)) as container:
+        got = next(iter(container.decode(video=0))).to_ndarray(format="bgr24").astype(float)
+    for k, colour in enumerate(colours_bgr):
+        patch = got[32:96, 128 * k + 32 : 128 * k + 96].reshape(-1, 3).mean(axis=0)
+        assert np.abs(patch - colour).max() <= 6, (colour, patch.round(1))
 
 
 def test_render_command_writes_the_file_and_a_progress_bar(tmp_path: Path) -> None:
