@@ -208,6 +208,15 @@ def test_face_input_masks_lower_half_of_the_copy() -> None:
     assert (x[1, 0] == 0).all()
 
 
+def test_face_input_equals_wav2lips_definition_to_the_bit() -> None:
+    # Wav2Lip's own preparation: masked copy and reference concatenated on channels, / 255.
+    crops = np.random.default_rng(3).integers(0, 256, (5, 7, 7, 3), dtype=np.uint8)
+    ref = crops.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1.0 / 255.0)
+    masked = ref.copy()
+    masked[:, :, 7 // 2 :] = 0.0
+    np.testing.assert_array_equal(face_input(crops), np.concatenate((masked, ref), axis=1))
+
+
 def test_generate_round_trips_uint8_bgr(tmp_path: Path) -> None:
     engine = LipSyncEngine(save(tiny_model(), tmp_path), CPU_ONLY)
     crops = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
