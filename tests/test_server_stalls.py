@@ -4,8 +4,10 @@ stop it) is not network lateness: the call's playout target stays where the netw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -13,7 +15,38 @@ import pytest
 from streamer.audio.jitter import LoopStalls
 from streamer.probe.clip import make_clip
 from streamer.probe.peer import LoopbackPeer
-from tests.servers import serve_subprocess
+from tests.servers import ServedProcess, serve_subprocess
+
+
+class StoppableCall:
+    """One looping call (the soak's clip: speech between silences) to a server subprocess that
+    the test can stop, and the call's playout state as ``/sessions/{id}`` reports it."""
+
+    def __init__(self, served: ServedProcess, http: aiohttp.ClientSession, session_id: str):
+        self._served = served
+        self._http = http
+        self._state_url = f"{served.url}/sessions/{session_id}"
+
+    async def stop_server_for(self, seconds: float) -> None:
+        os.kill(self._served.proc.pid, signal.SIGSTOP)
+        await asyncio.sleep(seconds)
+        os.kill(self._served.proc.pid, signal.SIGCONT)
+
+    async def playout(self) -> dict[str, float]:
+        async with self._http.get(self._state_url) as r:
+            return (await r.json())["playout"]  # type: ignore[no-any-return]
+
+
+@contextlib.asynccontextmanager
+async def stoppable_call() -> AsyncIterator[StoppableCall]:
+    async with serve_subprocess() as served, aiohttp.ClientSession() as http:
+        peer = LoopbackPeer(served.url, make_clip(None).pcm, loop=True, keep_frames=False)
+        await peer.connect(http)
+        assert peer.session_id is not None
+        try:
+            yield StoppableCall(served, http, peer.session_id)
+        finally:
+            await peer.aclose(http)
 
 
 def test_a_stall_explains_the_wait_of_audio_due_before_it_ended() -> None:
@@ -41,30 +74,18 @@ def test_a_stall_explains_the_wait_of_audio_due_before_it_ended() -> None:
 @pytest.mark.realtime
 @pytest.mark.slow
 async def test_a_stopped_server_does_not_raise_the_calls_playout_target() -> None:
-    clip = make_clip(None)
-    async with serve_subprocess() as served, aiohttp.ClientSession() as http:
-        peer = LoopbackPeer(served.url, clip.pcm, loop=True, keep_frames=False)
-        await peer.connect(http)
-        state_url = f"{served.url}/sessions/{peer.session_id}"
-
-        async def playout() -> dict[str, float]:
-            async with http.get(state_url) as r:
-                return (await r.json())["playout"]  # type: ignore[no-any-return]
-
+    async with stoppable_call() as call:
         await asyncio.sleep(4.0)
-        before = await playout()
+        before = await call.playout()
         for _ in range(3):  # the server's process stopped for 150 ms, three times
-            os.kill(served.proc.pid, signal.SIGSTOP)
-            await asyncio.sleep(0.15)
-            os.kill(served.proc.pid, signal.SIGCONT)
+            await call.stop_server_for(0.15)
             await asyncio.sleep(1.0)
-            after = await playout()
+            after = await call.playout()
             # Read within a second of each stall, when a late unit would hold the target up.
             assert after["target_delay_ms"] <= max(before["target_delay_ms"], 40.0) + 20.0, (
                 before,
                 after,
             )
-        await peer.aclose(http)
     # The packets read after each stall were seen, and not taken for network lateness.
     assert after["stalled_units"] >= 3, after
     assert after["dropped_frames"] == 0
@@ -73,29 +94,17 @@ async def test_a_stopped_server_does_not_raise_the_calls_playout_target() -> Non
 @pytest.mark.realtime
 @pytest.mark.slow
 async def test_a_server_stopped_for_a_second_plays_the_calls_audio_late_and_drops_none() -> None:
-    clip = make_clip(None)  # speech between silences, looped: pauses to catch up in
-    async with serve_subprocess() as served, aiohttp.ClientSession() as http:
-        peer = LoopbackPeer(served.url, clip.pcm, loop=True, keep_frames=False)
-        await peer.connect(http)
-        state_url = f"{served.url}/sessions/{peer.session_id}"
-
-        async def playout() -> dict[str, float]:
-            async with http.get(state_url) as r:
-                return (await r.json())["playout"]  # type: ignore[no-any-return]
-
+    async with stoppable_call() as call:
         await asyncio.sleep(4.0)
-        os.kill(served.proc.pid, signal.SIGSTOP)  # 1.2 s: three times the maximum delay
-        await asyncio.sleep(1.2)
-        os.kill(served.proc.pid, signal.SIGCONT)
+        await call.stop_server_for(1.2)  # three times the maximum delay
         await asyncio.sleep(1.0)
-        during = await playout()
+        during = await call.playout()
         after = during
         for _ in range(40):  # the delay comes back down in the clip's pauses
             await asyncio.sleep(0.5)
-            after = await playout()
+            after = await call.playout()
             if after["playout_delay_ms"] <= after["target_delay_ms"] + 45:
                 break
-        await peer.aclose(http)
     print(f"after a 1.2 s stop: {during}; then {after}")
     # Before, the audio the stop held up past the 400 ms maximum (~20 frames) was cut out.
     assert during["late_after_stall_frames"] > 0, during
