@@ -6,13 +6,9 @@ import av
 import numpy as np
 import pytest
 
-from streamer.server.media.encoder import (
-    VIDEO_TIME_BASE,
-    VideoEncoder,
-    VideoEncoderSettings,
-    bgr_to_yuv420,
-)
+from streamer.server.media.encoder import VIDEO_TIME_BASE, VideoEncoder, VideoEncoderSettings
 from streamer.server.media.tracks import PacketTrack
+from streamer.yuv import bgr_to_yuv420
 
 DECODER = {"vp8": "libvpx", "h264": "h264"}
 
@@ -98,7 +94,7 @@ def test_bad_settings_and_frames_are_refused() -> None:
     with pytest.raises(ValueError, match="cpu-used"):
         VideoEncoderSettings(vp8_speed=17)
     with pytest.raises(ValueError, match="even"):
-        bgr_to_yuv420(np.zeros((5, 8, 3), np.uint8), 0)
+        bgr_to_yuv420(np.zeros((5, 8, 3), np.uint8), 0, VIDEO_TIME_BASE)
 
 
 async def test_a_viewer_track_starts_at_a_keyframe_and_overflows_to_the_next() -> None:

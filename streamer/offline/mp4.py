@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 import av
-import cv2
 import numpy as np
 import numpy.typing as npt
+
+from streamer.yuv import bgr_to_yuv420
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -23,9 +24,8 @@ class Mp4Writer:
     order, then :meth:`close` (idempotent). Synchronous; one owner. ``threads`` bounds the
     encoder's threads (a server keeps it small so renders leave the live path its CPU).
 
-    Frames go to the encoder as yuv420p converted by OpenCV (BT.601, limited range, as
-    FFmpeg's own conversion from bgr24, which took 3x as long at 512x512: see
-    :mod:`streamer.server.media.encoder`).
+    Frames go to the encoder as yuv420p made by :func:`streamer.yuv.bgr_to_yuv420`, as the
+    live encoder's do.
     """
 
     def __init__(
@@ -77,10 +77,9 @@ class Mp4Writer:
             self._samples += int(audio.shape[0])
             self._container.mux(self._audio.encode(sound))
         for image in frames_bgr:
-            yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2YUV_I420)
-            frame = av.VideoFrame.from_ndarray(np.asarray(yuv, np.uint8), format="yuv420p")
-            frame.pts = self._frames
-            frame.time_base = fractions.Fraction(1, self._fps)
+            frame = bgr_to_yuv420(
+                np.ascontiguousarray(image), self._frames, fractions.Fraction(1, self._fps)
+            )
             self._frames += 1
             self._container.mux(self._video.encode(frame))
 

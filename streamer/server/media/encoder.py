@@ -13,8 +13,8 @@ section 2). So the server encodes here, once per picture:
 
 Settings for a synthetic face rather than a camera: no noise filter (there is no sensor noise;
 the filter cost 0.6 ms a frame here and blurred the mouth), libvpx at realtime speed 10, the
-colour conversion by OpenCV (0.45 ms against FFmpeg's 1.3 ms at 512x512; both BT.601 limited
-range). ``bench encoder`` measures speed and quality (PSNR) against aiortc's settings.
+colour conversion by OpenCV (:mod:`streamer.yuv`). ``bench encoder`` measures speed and
+quality (PSNR) against aiortc's settings.
 
 Synchronous and not thread-safe: one caller at a time (the tracks run it in an executor).
 """
@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import av
-import cv2
 import numpy as np
 import numpy.typing as npt
+
+from streamer.yuv import bgr_to_yuv420
 
 if TYPE_CHECKING:
     Packet: TypeAlias = av.Packet[Any]  # generic in PyAV's stubs only
@@ -72,18 +73,6 @@ class VideoEncoderSettings:
         return self.bitrate_bps or DEFAULT_BITRATE_BPS[self.codec]
 
 
-def bgr_to_yuv420(image_bgr: npt.NDArray[np.uint8], pts_90khz: int) -> av.VideoFrame:
-    """A BGR image as a yuv420p frame at ``pts_90khz`` (even width and height)."""
-    height, width = image_bgr.shape[:2]
-    if height % 2 or width % 2:
-        raise ValueError(f"a 4:2:0 frame needs even sides, not {width}x{height}")
-    yuv = np.asarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2YUV_I420), np.uint8)
-    frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-    frame.pts = pts_90khz
-    frame.time_base = VIDEO_TIME_BASE
-    return frame
-
-
 class VideoEncoder:
     """One encoder: BGR frames in, packets (pts in 90 kHz units) out, one per frame."""
 
@@ -123,7 +112,7 @@ class VideoEncoder:
     def encode(
         self, image_bgr: npt.NDArray[np.uint8], pts_90khz: int, keyframe: bool = False
     ) -> list[Packet]:
-        frame = bgr_to_yuv420(image_bgr, pts_90khz)
+        frame = bgr_to_yuv420(image_bgr, pts_90khz, VIDEO_TIME_BASE)
         if self._context is not None and (
             frame.width != self._context.width or frame.height != self._context.height
         ):
