@@ -159,7 +159,7 @@ def composite_range(
     avatar_frames = plan.avatar_frames[start:stop]
     strengths = plan.strengths[start:stop]
     # Indexing with an array already copies the frames out of the cache's memory map: no
-    # second copy (0.47 ms a 512x512 frame here, against 0.06 ms for the indexing).
+    # second copy.
     out = np.asarray(avatar.frames[avatar_frames], dtype=np.uint8)
     active = np.flatnonzero(strengths > 0)
     if active.size:
